@@ -1,0 +1,1 @@
+"""Offline demo data: real daily index prices turned into regime embeddings."""

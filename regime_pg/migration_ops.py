@@ -1,0 +1,246 @@
+"""Building blocks the Alembic revisions in ``migrations/versions`` share.
+
+Revisions call these with the connection Alembic gives them, so each
+revision file stays a short list of what it changes.
+
+>>> from regime_pg.migration_ops import REQUIRED_REGIMES_COLUMNS
+>>> REQUIRED_REGIMES_COLUMNS["regime_embedding"]
+'bytea'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy.engine import Connection
+
+from regime_pg._resources import read_sql
+from regime_pg.errors import ExtensionMissingError, MigrationError
+
+log = logging.getLogger("regime_pg.migrate")
+
+#: Columns of the engine's ``regimes`` that regime-pg reads, with their types.
+REQUIRED_REGIMES_COLUMNS: dict[str, str] = {
+    "regime_record_id": "character varying",
+    "as_of_date": "date",
+    "region": "character varying",
+    "regime_embedding": "bytea",
+    "created_at": "timestamp with time zone",
+}
+
+#: The oldest pgvector with everything the SQL uses (avg/sum of vector, casts).
+MIN_PGVECTOR = (0, 5, 0)
+
+
+def driver(conn: Connection) -> psycopg.Connection[tuple[object, ...]]:
+    """The psycopg connection under an Alembic/SQLAlchemy connection."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
+def fetch_value(conn: Connection, query: str, params: tuple[object, ...] = ()) -> object:
+    """The first column of the first row of ``query`` (None when no row)."""
+    row = driver(conn).execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def run_sql(conn: Connection, sql: str) -> None:
+    """Run ``sql`` (one or more statements) with regime-pg's object search_path."""
+    set_object_search_path(conn)
+    driver(conn).execute(sql.encode("utf-8"))
+
+
+def run_sql_file(conn: Connection, name: str) -> None:
+    """Run released SQL file ``name`` with regime-pg's object search_path.
+
+    Objects are created in the schema of ``regimes`` (else the current
+    schema), and functions pin that search_path with ``SET search_path FROM
+    CURRENT``: pg_catalog first (implicitly), then that schema, pgvector's
+    schema, and pg_temp last so temporary tables can never shadow ours.
+    """
+    run_sql(conn, read_sql(name))
+
+
+def target_schema(conn: Connection) -> str:
+    """The schema regime-pg installs into: that of ``regimes``, else the current one."""
+    schema = fetch_value(
+        conn,
+        "SELECT coalesce((SELECT relnamespace::regnamespace::text FROM pg_class"
+        "                 WHERE oid = to_regclass('regimes')), current_schema())",
+    )
+    if schema is None:
+        raise MigrationError("no current schema: set search_path to the schema for regimes")
+    return str(schema)
+
+
+def set_object_search_path(conn: Connection) -> None:
+    """SET LOCAL search_path to the target schema, pgvector's schema, pg_temp."""
+    driver(conn).execute(
+        """
+        SELECT set_config('search_path',
+                          array_to_string(ARRAY(SELECT DISTINCT ON (s) quote_ident(s)
+                                                  FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, n)
+                                                 WHERE s IS NOT NULL
+                                                 ORDER BY s, n), ', ') || ', pg_temp',
+                          true)
+        """,
+        (
+            [
+                target_schema(conn),
+                fetch_value(
+                    conn,
+                    "SELECT extnamespace::regnamespace::text FROM pg_extension "
+                    "WHERE extname = 'vector'",
+                ),
+            ],
+        ),
+    )
+
+
+def record(conn: Connection, key: str, value: str) -> None:
+    """Remember a fact about this installation (read by downgrades)."""
+    driver(conn).execute(
+        "INSERT INTO regime_pg_installation (key, value) VALUES (%s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def recorded(conn: Connection, key: str) -> str | None:
+    """A fact recorded by :func:`record`, or None."""
+    value = fetch_value(conn, "SELECT value FROM regime_pg_installation WHERE key = %s", (key,))
+    return None if value is None else str(value)
+
+
+def forget(conn: Connection, key: str) -> None:
+    """Drop a recorded fact."""
+    driver(conn).execute("DELETE FROM regime_pg_installation WHERE key = %s", (key,))
+
+
+def regimes_shape_problems(conn: Connection) -> list[str]:
+    """What makes an existing ``regimes`` unusable for regime-pg (empty: fine)."""
+    rows = driver(conn).execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, NULL)
+          FROM pg_attribute AS a
+         WHERE a.attrelid = to_regclass('regimes') AND a.attnum > 0 AND NOT a.attisdropped
+        """
+    ).fetchall()
+    found = {str(name): str(type_) for name, type_ in rows}
+    problems = []
+    for column, type_ in REQUIRED_REGIMES_COLUMNS.items():
+        if column not in found:
+            problems.append(f"column {column} ({type_}) is missing")
+        elif found[column] != type_:
+            problems.append(f"column {column} is {found[column]}, expected {type_}")
+    if "embedding_vector" in found:
+        problems.append("it already has a column embedding_vector that regime-pg did not add")
+    return problems
+
+
+def ensure_pgvector(conn: Connection) -> bool:
+    """Make sure pgvector is installed and recent enough; True if we created it."""
+    installed = fetch_value(conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    created = False
+    if installed is None:
+        available = fetch_value(
+            conn, "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        )
+        if available is None:
+            raise ExtensionMissingError(
+                "pgvector is not available on this server; ask the database administrator "
+                "to install the pgvector package (0.5.0 or newer) for this PostgreSQL"
+            )
+        raw = driver(conn)
+        try:
+            with raw.transaction():
+                raw.execute("CREATE EXTENSION vector")
+        except psycopg.errors.InsufficientPrivilege:
+            user_db = raw.execute("SELECT current_user, current_database()").fetchone()
+            assert user_db is not None
+            raise ExtensionMissingError(
+                f"role {user_db[0]} may not create extension vector; ask the database "
+                f"administrator to run: CREATE EXTENSION vector; in database {user_db[1]}"
+            ) from None
+        installed = fetch_value(conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        created = True
+    version = _parse_version(str(installed))
+    if version < MIN_PGVECTOR:
+        raise MigrationError(
+            f"pgvector {installed} is too old; regime-pg needs "
+            f"{'.'.join(map(str, MIN_PGVECTOR))} or newer: ask the database administrator "
+            "to run ALTER EXTENSION vector UPDATE"
+        )
+    return created
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def backfill_embedding_vectors(
+    conn: Connection,
+    batch_size: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Fill ``embedding_vector`` from the BYTEA of rows that lack it, in batches.
+
+    Each batch commits on its own (run it inside Alembic's
+    ``autocommit_block``), so a stopped backfill keeps what it did and the
+    next run goes on with the rows still missing their vector.  Rows are
+    converted by the sync trigger itself (``SET regime_embedding =
+    regime_embedding``), so the backfill and the engine's inserts share one
+    conversion path, warnings included.  Returns the number of rows touched.
+    """
+    raw = driver(conn)
+    todo = int(
+        str(
+            fetch_value(
+                conn,
+                "SELECT count(*) FROM regimes "
+                "WHERE embedding_vector IS NULL AND regime_embedding IS NOT NULL",
+            )
+        )
+    )
+    done = 0
+    last_id: str | None = None
+    log.info("backfill: %d rows to convert", todo)
+    while True:
+        row = raw.execute(
+            """
+            WITH batch AS (
+                SELECT regime_record_id
+                  FROM regimes
+                 WHERE %(after)s::text IS NULL OR regime_record_id > %(after)s
+                 ORDER BY regime_record_id
+                 LIMIT %(limit)s
+            ), converted AS (
+                UPDATE regimes AS r
+                   SET regime_embedding = r.regime_embedding
+                  FROM batch AS b
+                 WHERE r.regime_record_id = b.regime_record_id
+                   AND r.embedding_vector IS NULL
+                   AND r.regime_embedding IS NOT NULL
+             RETURNING 1
+            )
+            SELECT (SELECT max(regime_record_id) FROM batch),
+                   (SELECT count(*) FROM converted)
+            """,
+            {"after": last_id, "limit": batch_size},
+        ).fetchone()
+        assert row is not None
+        if row[0] is None:
+            break
+        last_id = str(row[0])
+        done += int(row[1])
+        if progress is not None:
+            progress(done, todo)
+        log.info("backfill: %d/%d rows", done, todo)
+    return done
