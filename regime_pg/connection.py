@@ -29,11 +29,18 @@ from regime_pg.errors import SchemaNotReadyError, translate
 
 DSN_ENV = "REGIME_PG_DSN"
 
+#: The database regime-pg uses on its embedded server.
+EMBEDDED_DATABASE = "regime_pg"
+
 Connection = psycopg.Connection[tuple[object, ...]]
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
-    """The DSN to use: ``dsn``, else ``$REGIME_PG_DSN``, else the embedded server's."""
+    """The DSN to use: ``dsn``, else ``$REGIME_PG_DSN``, else the embedded server's.
+
+    On the embedded server (started when it is not running) regime-pg uses the
+    database ``regime_pg``, created on first use.
+    """
     if dsn:
         return dsn
     from_env = os.environ.get(DSN_ENV)
@@ -41,7 +48,7 @@ def resolve_dsn(dsn: str | None = None) -> str:
         return from_env
     from regime_pg import embedded
 
-    return embedded.start()
+    return embedded.ensure_database(embedded.start(), EMBEDDED_DATABASE)
 
 
 @contextmanager

@@ -234,8 +234,9 @@ def _parse_prototype(label: str, entry: Any, dim: int) -> RegimePrototype:
         raise InvalidDocumentError(f"{where}: center has {len(values)} values, embedding_dim is {dim}")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         raise InvalidDocumentError(f"{where}: center must hold numbers only")
-    center = np.array(values, dtype=np.float64)
-    if not np.all(np.isfinite(center)) or np.any(np.abs(center) > np.finfo(np.float32).max):
+    with np.errstate(over="ignore"):
+        center = np.array(values, dtype=np.float64).astype(np.float32)
+    if not np.all(np.isfinite(center)):
         raise InvalidDocumentError(f"{where}: center values must be finite float32 numbers")
     window = _optional(entry, "window", dict, where)
     l2_norm = _optional(entry, "l2_norm", int | float, where)
@@ -246,7 +247,7 @@ def _parse_prototype(label: str, entry: Any, dim: int) -> RegimePrototype:
     last_date = _optional(entry, "last_date", str, where)
     return RegimePrototype(
         name,
-        center.astype(np.float32),
+        center,
         window=None if window is None else _parse_window(window, where),
         n_dates=n_dates,
         n_skipped=n_skipped,

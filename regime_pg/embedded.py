@@ -96,8 +96,9 @@ _thread_lock = threading.Lock()
 class EmbeddedStatus:
     """What :func:`status` found in a data directory.
 
-    >>> EmbeddedStatus(running=False, data_dir=Path("/tmp/pg"), major=None, pid=None, url=None)
-    EmbeddedStatus(running=False, data_dir=PosixPath('/tmp/pg'), major=None, pid=None, url=None)
+    >>> st = EmbeddedStatus(running=False, data_dir=Path("pg"), major=18, pid=None, url=None)
+    >>> (st.running, st.major, st.url)
+    (False, 18, None)
     """
 
     running: bool

@@ -89,6 +89,9 @@ class DateWindow:
                 f"start_date {self.start_date}"
             )
 
+    def __str__(self) -> str:
+        return f"{self.start_date}..{self.end_date}"
+
     @classmethod
     def parse(cls, start_date: str, end_date: str) -> DateWindow:
         """A window from two ``YYYY-MM-DD`` strings."""

@@ -108,6 +108,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from regime_pg.errors import RegimePgError
+
 if TYPE_CHECKING:  # pandas comes with the optional 'arch' extra: imported lazily
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
@@ -159,7 +161,7 @@ assert len(FEATURES) * WINDOW_DAYS <= EMBEDDING_DIM
 _Float = NDArray[np.float64]
 
 
-class DemoDataUnavailable(RuntimeError):
+class DemoDataUnavailable(RegimePgError, RuntimeError):
     """The demo data cannot be loaded (the optional ``arch`` package is missing or broken)."""
 
 

@@ -1,0 +1,5 @@
+"""``python -m regime_pg``: the same as the ``regime-pg`` command."""
+
+from regime_pg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The ``regime-pg`` command line.
+
+    regime-pg compute --region US --neutral-start 2018-01-01 --neutral-end 2018-12-31
+    regime-pg migrate [--dsn DSN] [--downgrade base]
+    regime-pg db start | stop | status | url
+    regime-pg demo [--output-dir DIR]
+
+Errors are one line on stderr and a non-zero exit: 2 for bad arguments, 1
+for everything else.  Progress goes to stderr; ``--quiet`` silences it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from regime_pg.cli import compute, db, demo, migrate
+from regime_pg.cli._common import CommandParser, configure_progress, run_handler
+
+
+def build_parser() -> CommandParser:
+    """The full argument parser, with every subcommand."""
+    parser = CommandParser(
+        prog="regime-pg",
+        description="Regime prototypes computed inside PostgreSQL (pgvector).",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress messages on stderr"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (compute, migrate, db, demo):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_progress(quiet=args.quiet)
+    return run_handler(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What every subcommand shares: one-line errors, progress, dates, output."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import psycopg
+
+from regime_pg.document import write_atomically
+from regime_pg.errors import InvalidWindowError, RegimePgError, translate
+from regime_pg.prototypes import parse_date
+
+Handler = Callable[[argparse.Namespace], int]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``regime-pg: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def configure_progress(quiet: bool) -> None:
+    """Progress messages (logging INFO) to stderr, unless quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("regime-pg: %(message)s"))
+    root = logging.getLogger("regime_pg")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a subcommand, turning every expected failure into one line on stderr."""
+    try:
+        return handler(args)
+    except RegimePgError as exc:
+        return fail(str(exc))
+    except psycopg.Error as exc:
+        mapped = translate(exc)
+        return fail(_first_line(str(mapped)))
+    except OSError as exc:
+        return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted")
+
+
+def fail(message: str) -> int:
+    """Print ``regime-pg: error: message`` on one line; return the failure status."""
+    one_line = " ".join(message.split())
+    sys.stderr.write(f"regime-pg: error: {one_line}\n")
+    return EXIT_FAILURE
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unexpected database error"
+
+
+def date_arg(text: str) -> dt.date:
+    """argparse type: a date written exactly as YYYY-MM-DD."""
+    try:
+        return parse_date(text, "date")
+    except InvalidWindowError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_dsn_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dsn``, defaulting to $REGIME_PG_DSN, else the embedded server."""
+    parser.add_argument(
+        "--dsn",
+        help="PostgreSQL DSN (default: $REGIME_PG_DSN, else the embedded server)",
+    )
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Write ``text`` to ``output`` atomically, or to stdout when no file is given."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomically(output, text)
+        logging.getLogger("regime_pg.cli").info("wrote %s", output)

@@ -1,0 +1,88 @@
+"""``regime-pg compute``: the calibration script's flags, computed in the database.
+
+    regime-pg compute --region US --neutral-start 2018-01-01 --neutral-end 2018-12-31 \\
+        --crisis-start 2020-03-01 --crisis-end 2020-04-30 --output regime_prototypes_US.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emit
+from regime_pg.client import prototypes_document
+from regime_pg.connection import connect
+from regime_pg.errors import InvalidInputError
+from regime_pg.prototypes import DateWindow, RegimeLabel, parse_label, parse_date
+
+
+def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
+    """Add the ``compute`` subcommand."""
+    parser = commands.add_parser(
+        "compute",
+        help="compute a region's prototypes and print or write the prototype document",
+        description="Compute regime prototypes server-side; the calibration script's flags.",
+    )
+    parser.add_argument("--region", required=True, help="region, as in regimes.region (e.g. US)")
+    parser.add_argument("--neutral-start", required=True, type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument("--neutral-end", required=True, type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument("--crisis-start", type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument("--crisis-end", type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument(
+        "--window",
+        action="append",
+        default=[],
+        metavar="LABEL=START:END",
+        help="another labelled window, e.g. RISK_OFF=2011-08-01:2011-10-31 (repeatable)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="write the document to this file (default: stdout)"
+    )
+    add_dsn_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def parse_window_arg(text: str) -> tuple[str, DateWindow]:
+    """``LABEL=YYYY-MM-DD:YYYY-MM-DD`` as (label, window).
+
+    >>> parse_window_arg("RISK_OFF=2011-08-01:2011-10-31")[1].end_date
+    datetime.date(2011, 10, 31)
+    """
+    label, sep, dates = text.partition("=")
+    start, sep2, end = dates.partition(":")
+    if not sep or not sep2:
+        raise InvalidInputError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
+    window = DateWindow(parse_date(start, f"--window {label} start"),
+                        parse_date(end, f"--window {label} end"))
+    return str(parse_label(label)), window
+
+
+def windows_from_args(args: argparse.Namespace) -> dict[str, DateWindow]:
+    """The labelled windows the flags ask for, validated like the calibration script."""
+    windows = {RegimeLabel.NEUTRAL.value: _window("neutral", args.neutral_start, args.neutral_end)}
+    if (args.crisis_start is None) != (args.crisis_end is None):
+        raise InvalidInputError("--crisis-start and --crisis-end go together: give both or neither")
+    if args.crisis_start is not None:
+        windows[RegimeLabel.CRISIS.value] = _window("crisis", args.crisis_start, args.crisis_end)
+    for text in args.window:
+        label, window = parse_window_arg(text)
+        if label in windows:
+            raise InvalidInputError(f"label {label} is given twice")
+        windows[label] = window
+    return windows
+
+
+def _window(name: str, start: dt.date, end: dt.date) -> DateWindow:
+    if end < start:
+        raise InvalidInputError(f"--{name}-end {end} is before --{name}-start {start}")
+    return DateWindow(start, end)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the document for the flags and print or write it."""
+    windows = windows_from_args(args)
+    with connect(args.dsn) as conn:
+        document = prototypes_document(conn, args.region, windows)
+    emit(document.dumps(), args.output)
+    return 0

@@ -1,0 +1,192 @@
+"""The prototype document: exact bytes, float32 round trips, malformed files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from regime_pg import (
+    DateWindow,
+    InvalidDocumentError,
+    PrototypeDocument,
+    RegimeLabel,
+    RegimePrototype,
+    load_document,
+    save_document,
+)
+from regime_pg.document import float32_json_values
+
+
+def _prototype(label: str, center: np.ndarray, **extra: object) -> RegimePrototype:
+    return RegimePrototype(label, center, **extra)  # type: ignore[arg-type]
+
+
+def test_exact_bytes_of_a_small_document() -> None:
+    doc = PrototypeDocument(
+        "US",
+        (
+            _prototype(
+                "NEUTRAL",
+                np.array([0.1, -2.5], dtype=np.float32),
+                window=DateWindow(dt.date(2018, 1, 1), dt.date(2018, 12, 31)),
+                l2_norm=2.502,
+                n_dates=251,
+            ),
+            _prototype("CRISIS", np.array([1e-45, 3.4028235e38], dtype=np.float32)),
+        ),
+    )
+    assert doc.dumps() == (
+        "{\n"
+        '  "embedding_dim": 2,\n'
+        '  "prototypes": {\n'
+        '    "CRISIS": {\n'
+        '      "center": [\n'
+        "        1e-45,\n"
+        "        3.4028235e+38\n"
+        "      ]\n"
+        "    },\n"
+        '    "NEUTRAL": {\n'
+        '      "center": [\n'
+        "        0.1,\n"
+        "        -2.5\n"
+        "      ],\n"
+        '      "l2_norm": 2.502,\n'
+        '      "n_dates": 251,\n'
+        '      "window": {\n'
+        '        "end_date": "2018-12-31",\n'
+        '        "start_date": "2018-01-01"\n'
+        "      }\n"
+        "    }\n"
+        "  },\n"
+        '  "region": "US"\n'
+        "}\n"
+    )
+
+
+def test_negative_zero_is_written_as_zero() -> None:
+    assert json.dumps(float32_json_values(np.array([-0.0, 0.0], np.float32))) == "[0.0, 0.0]"
+
+
+@settings(max_examples=200)
+@given(arrays(np.float32, 8, elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
+def test_centres_round_trip_bit_exact_except_negative_zero(center: np.ndarray) -> None:
+    doc = PrototypeDocument("US", (_prototype("NEUTRAL", center),))
+    loaded = PrototypeDocument.loads(doc.dumps())
+    back = loaded.prototypes[0].center
+    assert np.array_equal(back, center)  # -0.0 == 0.0 numerically
+    assert loaded.dumps() == doc.dumps()
+
+
+def test_labels_become_members_and_others_stay_strings() -> None:
+    doc = PrototypeDocument.loads(
+        json.dumps(
+            {
+                "embedding_dim": 1,
+                "prototypes": {"CRISIS": {"center": [1.0]}, "RECOVERY": {"center": [2.0]}},
+                "region": "US",
+            }
+        )
+    )
+    crisis, recovery = doc.prototypes
+    assert crisis.label is RegimeLabel.CRISIS
+    assert recovery.label == "RECOVERY" and not isinstance(recovery.label, RegimeLabel)
+
+
+def test_old_files_with_float64_centres_load_as_float32() -> None:
+    value = float(np.float32(0.123456))  # what center.tolist() wrote: 0.12345600128173828
+    doc = PrototypeDocument.loads(
+        json.dumps({"embedding_dim": 1, "prototypes": {"NEUTRAL": {"center": [value], "l2_norm": value,
+                    "window": {"end_date": "2018-12-31", "start_date": "2018-01-01"}}}, "region": "US"})
+    )
+    assert doc.prototypes[0].center[0] == np.float32(0.123456)
+    assert '"center": [\n        0.123456\n' in doc.dumps()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "is a JSON object"),
+        ("{", "not valid JSON"),
+        ('{"embedding_dim": 1, "prototypes": {}, "region": "US"}', "'prototypes' is empty"),
+        ('{"embedding_dim": 2, "prototypes": {"A": {"center": [1]}}, "region": "US"}', "has 1 values"),
+        ('{"embedding_dim": 1, "prototypes": {"a": {"center": [1]}}, "region": "US"}', "label rule"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": ["x"]}}, "region": "US"}', "numbers only"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1e39]}}, "region": "US"}', "finite float32"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [NaN]}}, "region": "US"}', "NaN is not allowed"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1]}}, "region": ""}', "region must be"),
+        ('{"embedding_dim": true, "prototypes": {"A": {"center": [1]}}, "region": "US"}', "wrong type"),
+        ('{"prototypes": {"A": {"center": [1]}}, "region": "US"}', "missing key 'embedding_dim'"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": {"start_date": "2018-02-01", '
+         '"end_date": "2018-01-01"}}}, "region": "US"}', "reversed"),
+        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": {"start_date": "2018-02-30", '
+         '"end_date": "2018-03-01"}}}, "region": "US"}', "not a calendar date"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ],
+)
+def test_malformed_documents_raise_invalid_document(text: str, message: str) -> None:
+    with pytest.raises(InvalidDocumentError, match=message):
+        PrototypeDocument.loads(text)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"embedding_dim": json_values, "prototypes": json_values, "region": json_values}
+        ),
+        st.fixed_dictionaries(
+            {
+                "embedding_dim": st.integers(-2, 3),
+                "prototypes": st.dictionaries(
+                    st.sampled_from(["NEUTRAL", "CRISIS", "bad", ""]),
+                    st.fixed_dictionaries({"center": st.lists(json_values, max_size=3)}),
+                ),
+                "region": st.text(max_size=40),
+            }
+        ),
+    )
+)
+def test_fuzzed_documents_load_or_raise_typed(obj: object) -> None:
+    try:
+        doc = PrototypeDocument.from_json(obj)
+    except InvalidDocumentError:
+        return
+    assert PrototypeDocument.loads(doc.dumps()) == doc
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "regime_prototypes_US.json"
+    good = PrototypeDocument("US", (_prototype("NEUTRAL", np.ones(3, np.float32)),))
+    save_document(good, target)
+    before = target.read_bytes()
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        save_document(PrototypeDocument("US", (_prototype("CRISIS", np.zeros(3, np.float32)),)), target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert load_document(target) == good
+
+
+def test_load_missing_file_is_typed(tmp_path: Path) -> None:
+    with pytest.raises(InvalidDocumentError, match="cannot read"):
+        load_document(tmp_path / "nope.json")
