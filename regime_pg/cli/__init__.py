@@ -11,6 +11,7 @@ for everything else.  Progress goes to stderr; ``--quiet`` silences it.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +31,12 @@ def build_parser() -> CommandParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (compute, migrate, db, demo):
         module.register(commands)
+    for subparser in commands.choices.values():
+        # also accepted after the subcommand; SUPPRESS keeps a --quiet given before it
+        subparser.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+            help="no progress messages on stderr",
+        )
     return parser
 
 

@@ -26,7 +26,9 @@ class CommandParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: ``regime-pg: error: ...``."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        # A subcommand's prog is "regime-pg compute": keep the prefix every error shares.
+        one_line = " ".join(message.split())
+        sys.stderr.write(f"{self.prog.split()[0]}: error: {one_line}\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -88,5 +90,9 @@ def emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        write_atomically(output, text)
+        try:
+            write_atomically(output, text)
+        except OSError as exc:
+            # name the user's path, not the temporary file write_atomically used
+            raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
         logging.getLogger("regime_pg.cli").info("wrote %s", output)
