@@ -6,7 +6,14 @@ the ``REGIME_PG_DSN`` environment variable, else the embedded server.
 
 regime-pg keeps its history in its own version table,
 ``regime_pg_alembic_version``, so it lives beside the Regime Engine's own
-Alembic chain (``alembic_version``) without touching it.
+Alembic chain (``alembic_version``) without touching it.  At base (after
+``downgrade base``) that table is dropped too: nothing of regime-pg remains.
+
+The revisions run in one transaction, so an upgrade refused by a check
+(``regimes`` of another shape, pgvector missing or not allowed) leaves no
+trace, not even the bookkeeping of the revisions before it.  Only the
+backfill (0005) commits: its ``autocommit_block`` commits what came before
+(every check has passed by then) and each batch commits on its own.
 """
 
 from __future__ import annotations
@@ -38,10 +45,21 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         version_table=VERSION_TABLE,
-        transaction_per_migration=True,
+        transaction_per_migration=False,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if not context.get_context().opts.get("dont_mutate"):
+            _drop_version_table_at_base(connection)
+
+
+def _drop_version_table_at_base(connection: Connection) -> None:
+    """Drop our version table when it holds no revision (Alembic itself never does)."""
+    name = connection.exec_driver_sql(f"SELECT to_regclass('{VERSION_TABLE}')::text").scalar()
+    if name is None:
+        return
+    if connection.exec_driver_sql(f"SELECT NOT EXISTS (SELECT FROM {name})").scalar():
+        connection.exec_driver_sql(f"DROP TABLE {name}")
 
 
 def run_migrations_online() -> None:

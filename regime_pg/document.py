@@ -239,8 +239,8 @@ def _parse_prototype(label: str, entry: Any, dim: int) -> RegimePrototype:
     if not np.all(np.isfinite(center)):
         raise InvalidDocumentError(f"{where}: center values must be finite float32 numbers")
     window = _optional(entry, "window", dict, where)
-    l2_norm = _optional(entry, "l2_norm", int | float, where)
-    dispersion = _optional(entry, "dispersion", int | float, where)
+    l2_norm = _optional(entry, "l2_norm", (int, float), where)
+    dispersion = _optional(entry, "dispersion", (int, float), where)
     n_dates = _optional(entry, "n_dates", int, where)
     n_skipped = _optional(entry, "n_skipped", int, where)
     first_date = _optional(entry, "first_date", str, where)

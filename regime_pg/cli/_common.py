@@ -6,14 +6,15 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import psycopg
 
 from regime_pg.document import write_atomically
-from regime_pg.errors import InvalidWindowError, RegimePgError, translate
+from regime_pg.errors import InvalidWindowError, MigrationError, RegimePgError, translate
 from regime_pg.prototypes import parse_date
 
 Handler = Callable[[argparse.Namespace], int]
@@ -55,6 +56,27 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return fail("interrupted")
+
+
+@contextmanager
+def migration_errors() -> Iterator[None]:
+    """Alembic's and SQLAlchemy's exceptions as regime-pg errors, so they print as one line.
+
+    ``regime_pg.migrate`` runs through SQLAlchemy, which wraps psycopg's errors
+    (cannot connect, ...) in its own classes; an unknown revision is Alembic's
+    ``CommandError``.
+    """
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from exc
+        raise
 
 
 def fail(message: str) -> int:

@@ -8,8 +8,14 @@ import sys
 from pathlib import Path
 
 from regime_pg import migrate
-from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg
+from regime_pg.cli._common import (
+    CommandParser,
+    add_dsn_argument,
+    date_arg,
+    migration_errors,
+)
 from regime_pg.connection import connect, resolve_dsn
+from regime_pg.errors import InvalidInputError
 
 log = logging.getLogger("regime_pg.cli")
 
@@ -39,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo end to end and print its summary table."""
     from regime_pg.demo.pipeline import format_table, run_demo
 
+    if args.start is not None and args.end is not None and args.end < args.start:
+        raise InvalidInputError(f"--end {args.end} is before --start {args.start}")
     dsn = resolve_dsn(args.dsn)
     log.info("migrating")
-    migrate.upgrade(dsn)
+    with migration_errors():
+        migrate.upgrade(dsn)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with connect(dsn) as conn:
         results = run_demo(conn, args.output_dir, args.start, args.end)
