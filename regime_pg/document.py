@@ -231,7 +231,9 @@ def _parse_prototype(label: str, entry: Any, dim: int) -> RegimePrototype:
         raise InvalidDocumentError(f"{where} must be a JSON object")
     values = _require(entry, "center", list, where)
     if len(values) != dim:
-        raise InvalidDocumentError(f"{where}: center has {len(values)} values, embedding_dim is {dim}")
+        raise InvalidDocumentError(
+            f"{where}: center has {len(values)} values, embedding_dim is {dim}"
+        )
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         raise InvalidDocumentError(f"{where}: center must hold numbers only")
     with np.errstate(over="ignore"):
@@ -262,4 +264,3 @@ def _parse_window(window: dict[str, Any], where: str) -> DateWindow:
     start = _require(window, "start_date", str, f"{where}: window")
     end = _require(window, "end_date", str, f"{where}: window")
     return DateWindow.parse(start, end)
-

@@ -135,9 +135,7 @@ def translate(exc: psycopg.Error) -> RegimePgError | psycopg.Error:
     if cls is None:
         return exc
     if cls is SchemaNotReadyError:
-        return cls(
-            f"{_message(exc)} (is the database migrated? run: regime-pg migrate)"
-        )
+        return cls(f"{_message(exc)} (is the database migrated? run: regime-pg migrate)")
     return cls(_message(exc))
 
 

@@ -69,9 +69,7 @@ def downgrade(dsn: str | None = None, revision: str = "base") -> None:
 def current_revision(dsn: str | None = None) -> str | None:
     """The revision the database is at, or None before the first migration."""
     with _connection(dsn) as connection:
-        context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE}
-        )
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 

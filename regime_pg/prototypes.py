@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -37,16 +37,13 @@ ENCODER_MODEL_ID = "num-regime-core-v1"
 LABEL_RULE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 
 
-class RegimeLabel(str, Enum):
-    """The Regime Engine's labels; each value equals its name."""
+class RegimeLabel(StrEnum):
+    """The Regime Engine's labels, a ``str`` enum; each value equals its name."""
 
     CRISIS = "CRISIS"
     RISK_OFF = "RISK_OFF"
     CARRY = "CARRY"
     NEUTRAL = "NEUTRAL"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: A regime label: a ``RegimeLabel`` member, or another name that follows the label rule.
@@ -140,6 +137,7 @@ class RegimePrototype:
     dispersion: float | None = None
     first_date: dt.date | None = None
     last_date: dt.date | None = None
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", parse_label(self.label))
         object.__setattr__(self, "center", _as_center(self.center))

@@ -45,7 +45,9 @@ def _backend() -> str:
     if choice == "auto":
         return "docker" if _docker_answers() else "embedded"
     if choice not in ("embedded", "docker"):
-        raise pytest.UsageError(f"REGIME_PG_TEST_BACKEND must be embedded, docker or auto: {choice}")
+        raise pytest.UsageError(
+            f"REGIME_PG_TEST_BACKEND must be embedded, docker or auto: {choice}"
+        )
     return choice
 
 
@@ -79,8 +81,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def _server_version(dsn: str) -> tuple[int, str]:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT current_setting('server_version_num')::int / 10000, "
-                           "current_setting('server_version')").fetchone()
+        row = conn.execute(
+            "SELECT current_setting('server_version_num')::int / 10000, "
+            "current_setting('server_version')"
+        ).fetchone()
     assert row is not None
     return int(row[0]), str(row[1])
 
@@ -109,7 +113,10 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
         try:
             _, version = _server_version(dsn)
             yield Server(
-                f"embedded PostgreSQL {version}", dsn, request.param, embedded.psql_path(request.param)
+                f"embedded PostgreSQL {version}",
+                dsn,
+                request.param,
+                embedded.psql_path(request.param),
             )
         finally:
             embedded.stop(data_dir=data_dir)
@@ -135,7 +142,9 @@ def create_database(server: Server, template: str = "template0") -> str:
 def drop_database(server: Server, name: str) -> None:
     """Drop a test database, disconnecting anything still on it."""
     with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,17 @@ def insert_rows(
             payload = embedding
         else:
             payload = np.asarray(embedding, dtype="<f4").tobytes()
-        rows.append((record_id, as_of_date, region, "NEUTRAL", payload, 0.5,
-                     created_at or dt.datetime.now(dt.UTC)))
+        rows.append(
+            (
+                record_id,
+                as_of_date,
+                region,
+                "NEUTRAL",
+                payload,
+                0.5,
+                created_at or dt.datetime.now(dt.UTC),
+            )
+        )
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO regimes (regime_record_id, as_of_date, region, regime_label,"

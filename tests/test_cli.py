@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -466,7 +465,7 @@ SEMANTIC_ERRORS = {
     ),
     "window-bad-start": (
         [*NEUTRAL_ONLY, "--window", "RISK_OFF=2019/01/01:2019-02-28"],
-        f"--window RISK_OFF start must be a date as YYYY-MM-DD, got '2019/01/01'",
+        "--window RISK_OFF start must be a date as YYYY-MM-DD, got '2019/01/01'",
     ),
     "window-bad-end": (
         [*NEUTRAL_ONLY, "--window", "RISK_OFF=2019-01-01:2019-02-30"],
@@ -792,8 +791,3 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
     finally:
         embedded.stop(data_dir)
 
-
-def test_cli_in_process_does_not_leak_logging_setup() -> None:
-    # the autouse fixture restores the regime_pg logger: other modules' caplog keeps working
-    logger = logging.getLogger("regime_pg")
-    assert logger.propagate is True or os.environ.get("PYTEST_XDIST_WORKER") is not None

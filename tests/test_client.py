@@ -54,7 +54,9 @@ def _expected_mean(dates: list[dt.date], x: np.ndarray, window: DateWindow) -> n
     return x[picked].astype(np.float64).mean(axis=0), x[picked]
 
 
-def test_prototypes_equal_numpy_float64_mean(conn: Connection, history: tuple[list[dt.date], np.ndarray]) -> None:
+def test_prototypes_equal_numpy_float64_mean(
+    conn: Connection, history: tuple[list[dt.date], np.ndarray]
+) -> None:
     dates, x = history
     prototypes = compute_prototypes(conn, "US", WINDOWS)
     assert [p.label for p in prototypes] == [RegimeLabel.CRISIS, RegimeLabel.NEUTRAL, "RECOVERY"]
@@ -94,7 +96,9 @@ def test_three_documents_are_identical(conn: Connection, history: object, tmp_pa
     assert path.read_bytes().endswith(b"}\n") and not path.read_bytes().endswith(b"\n\n")
 
 
-def test_loaded_file_gives_the_same_prototypes(conn: Connection, history: object, tmp_path: Path) -> None:
+def test_loaded_file_gives_the_same_prototypes(
+    conn: Connection, history: object, tmp_path: Path
+) -> None:
     computed = compute_prototypes(conn, "US", WINDOWS)
     path = tmp_path / "doc.json"
     save_document(PrototypeDocument("US", tuple(computed)), path)
@@ -105,31 +109,55 @@ def test_loaded_file_gives_the_same_prototypes(conn: Connection, history: object
 @pytest.mark.parametrize(
     ("windows", "region", "error", "message"),
     [
-        ({"NEUTRAL": ("2030-01-01", "2030-12-31")}, "US", EmptyWindowError, "no usable embedding for region 'US', label NEUTRAL"),
+        (
+            {"NEUTRAL": ("2030-01-01", "2030-12-31")},
+            "US",
+            EmptyWindowError,
+            "no usable embedding for region 'US', label NEUTRAL",
+        ),
         ({"NEUTRAL": ("2018-12-31", "2018-01-01")}, "US", InvalidWindowError, "reversed"),
         ({"neutral": ("2018-01-01", "2018-12-31")}, "US", InvalidLabelError, "label rule"),
-        ({"NEUTRAL": ("2018-01-01", "2018-12-31")}, "XX", UnknownRegionError, "unknown region 'XX'"),
+        (
+            {"NEUTRAL": ("2018-01-01", "2018-12-31")},
+            "XX",
+            UnknownRegionError,
+            "unknown region 'XX'",
+        ),
         ({"NEUTRAL": ("2018-1-1", "2018-12-31")}, "US", InvalidWindowError, "YYYY-MM-DD"),
         ({}, "US", InvalidInputError, "at least one"),
         ({"NEUTRAL": ("2018-01-01", "2018-12-31")}, "U\x00S", InvalidInputError, "without NUL"),
     ],
 )
 def test_errors_are_typed(
-    conn: Connection, history: object, windows: dict[str, tuple[str, str]], region: str,
-    error: type[Exception], message: str,
+    conn: Connection,
+    history: object,
+    windows: dict[str, tuple[str, str]],
+    region: str,
+    error: type[Exception],
+    message: str,
 ) -> None:
     with pytest.raises(error, match=message):
         compute_prototypes(conn, region, windows)
 
 
 def test_server_side_reversed_window_is_typed(conn: Connection, history: object) -> None:
-    with pytest.raises(InvalidWindowError, match="reversed"), regime_pg.connection.translated_errors():
+    with (
+        pytest.raises(InvalidWindowError, match="reversed"),
+        regime_pg.connection.translated_errors(),
+    ):
         conn.execute("SELECT compute_regime_prototype('US', '2018-12-31', '2018-01-01')")
 
 
 def test_error_classes_form_one_hierarchy() -> None:
-    for name in ("EmptyWindowError", "InvalidWindowError", "InvalidLabelError", "UnknownRegionError",
-                 "SchemaNotReadyError", "ExtensionMissingError", "ConnectionFailedError"):
+    for name in (
+        "EmptyWindowError",
+        "InvalidWindowError",
+        "InvalidLabelError",
+        "UnknownRegionError",
+        "SchemaNotReadyError",
+        "ExtensionMissingError",
+        "ConnectionFailedError",
+    ):
         assert issubclass(getattr(regime_pg, name), regime_pg.RegimePgError)
 
 

@@ -103,8 +103,19 @@ def test_labels_become_members_and_others_stay_strings() -> None:
 def test_old_files_with_float64_centres_load_as_float32() -> None:
     value = float(np.float32(0.123456))  # what center.tolist() wrote: 0.12345600128173828
     doc = PrototypeDocument.loads(
-        json.dumps({"embedding_dim": 1, "prototypes": {"NEUTRAL": {"center": [value], "l2_norm": value,
-                    "window": {"end_date": "2018-12-31", "start_date": "2018-01-01"}}}, "region": "US"})
+        json.dumps(
+            {
+                "embedding_dim": 1,
+                "prototypes": {
+                    "NEUTRAL": {
+                        "center": [value],
+                        "l2_norm": value,
+                        "window": {"end_date": "2018-12-31", "start_date": "2018-01-01"},
+                    }
+                },
+                "region": "US",
+            }
+        )
     )
     assert doc.prototypes[0].center[0] == np.float32(0.123456)
     assert '"center": [\n        0.123456\n' in doc.dumps()
@@ -116,18 +127,45 @@ def test_old_files_with_float64_centres_load_as_float32() -> None:
         ("[]", "is a JSON object"),
         ("{", "not valid JSON"),
         ('{"embedding_dim": 1, "prototypes": {}, "region": "US"}', "'prototypes' is empty"),
-        ('{"embedding_dim": 2, "prototypes": {"A": {"center": [1]}}, "region": "US"}', "has 1 values"),
-        ('{"embedding_dim": 1, "prototypes": {"a": {"center": [1]}}, "region": "US"}', "label rule"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": ["x"]}}, "region": "US"}', "numbers only"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1e39]}}, "region": "US"}', "finite float32"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [NaN]}}, "region": "US"}', "NaN is not allowed"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1]}}, "region": ""}', "region must be"),
-        ('{"embedding_dim": true, "prototypes": {"A": {"center": [1]}}, "region": "US"}', "wrong type"),
+        (
+            '{"embedding_dim": 2, "prototypes": {"A": {"center": [1]}}, "region": "US"}',
+            "has 1 values",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"a": {"center": [1]}}, "region": "US"}',
+            "label rule",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": ["x"]}}, "region": "US"}',
+            "numbers only",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": [1e39]}}, "region": "US"}',
+            "finite float32",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": [NaN]}}, "region": "US"}',
+            "NaN is not allowed",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": [1]}}, "region": ""}',
+            "region must be",
+        ),
+        (
+            '{"embedding_dim": true, "prototypes": {"A": {"center": [1]}}, "region": "US"}',
+            "wrong type",
+        ),
         ('{"prototypes": {"A": {"center": [1]}}, "region": "US"}', "missing key 'embedding_dim'"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": {"start_date": "2018-02-01", '
-         '"end_date": "2018-01-01"}}}, "region": "US"}', "reversed"),
-        ('{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": {"start_date": "2018-02-30", '
-         '"end_date": "2018-03-01"}}}, "region": "US"}', "not a calendar date"),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": '
+            '{"start_date": "2018-02-01", "end_date": "2018-01-01"}}}, "region": "US"}',
+            "reversed",
+        ),
+        (
+            '{"embedding_dim": 1, "prototypes": {"A": {"center": [1], "window": '
+            '{"start_date": "2018-02-30", "end_date": "2018-03-01"}}}, "region": "US"}',
+            "not a calendar date",
+        ),
         ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ],
 )
@@ -138,7 +176,9 @@ def test_malformed_documents_raise_invalid_document(text: str, message: str) -> 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -170,7 +210,9 @@ def test_fuzzed_documents_load_or_raise_typed(obj: object) -> None:
     assert PrototypeDocument.loads(doc.dumps()) == doc
 
 
-def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_is_atomic_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "regime_prototypes_US.json"
     good = PrototypeDocument("US", (_prototype("NEUTRAL", np.ones(3, np.float32)),))
     save_document(good, target)
@@ -181,7 +223,9 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="No space left"):
-        save_document(PrototypeDocument("US", (_prototype("CRISIS", np.zeros(3, np.float32)),)), target)
+        save_document(
+            PrototypeDocument("US", (_prototype("CRISIS", np.zeros(3, np.float32)),)), target
+        )
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert load_document(target) == good

@@ -16,8 +16,22 @@ from tests.engine import insert_rows
 
 DIM = 384
 SPECIAL = np.array(
-    [0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 1.17549435e-38, 3.4028235e38, -3.4028235e38,
-     1.0, -2.5, 0.1, 1e-40, 65504.0, -1e-38],
+    [
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        1.1754942e-38,
+        1.17549435e-38,
+        3.4028235e38,
+        -3.4028235e38,
+        1.0,
+        -2.5,
+        0.1,
+        1e-40,
+        65504.0,
+        -1e-38,
+    ],
     dtype="<f4",
 )
 
@@ -50,7 +64,9 @@ finite_float32 = arrays(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(embedding=finite_float32)
 def test_random_float32_are_bit_exact(conn: Connection, embedding: np.ndarray) -> None:
     raw = embedding.astype("<f4").tobytes()
@@ -59,7 +75,9 @@ def test_random_float32_are_bit_exact(conn: Connection, embedding: np.ndarray) -
     assert np.array_equal(_bits(vector_to_numpy(row[0])), _bits(np.frombuffer(raw, dtype="<f4")))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(words=arrays(np.uint32, DIM, elements=st.integers(0, 2**32 - 1)))
 def test_decode_matches_numpy_for_any_bit_pattern(conn: Connection, words: np.ndarray) -> None:
     raw = words.astype("<u4").tobytes()
@@ -82,7 +100,9 @@ def test_decode_matches_numpy_for_any_bit_pattern(conn: Connection, words: np.nd
         (np.r_[np.zeros(DIM - 1), np.inf].astype("<f4").tobytes(), "NaN or infinite"),
     ],
 )
-def test_unconvertible_bytes_warn_and_leave_null(conn: Connection, payload: bytes, reason: str) -> None:
+def test_unconvertible_bytes_warn_and_leave_null(
+    conn: Connection, payload: bytes, reason: str
+) -> None:
     notices: list[tuple[str | None, str]] = []  # a Diagnostic is only valid inside the handler
     conn.add_notice_handler(
         lambda d: notices.append((d.severity_nonlocalized, d.message_primary or ""))
@@ -110,7 +130,9 @@ def test_update_of_bytea_resyncs_and_null_clears(conn: Connection) -> None:
     )
     stored = _stored_vector(conn, record_id)
     assert stored is not None and np.array_equal(stored, second)
-    conn.execute("UPDATE regimes SET regime_embedding = NULL WHERE regime_record_id = %s", (record_id,))
+    conn.execute(
+        "UPDATE regimes SET regime_embedding = NULL WHERE regime_record_id = %s", (record_id,)
+    )
     assert _stored_vector(conn, record_id) is None
 
 

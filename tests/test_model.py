@@ -48,10 +48,15 @@ def test_classify_embedding_is_nearest_with_softmax_confidence() -> None:
 
 
 def test_ties_go_to_the_alphabetically_first_label() -> None:
-    model = NumericRegimeModel(None, {}, 63, [
-        RegimePrototype("NEUTRAL", np.array([1.0, 0.0])),
-        RegimePrototype("CARRY", np.array([-1.0, 0.0])),
-    ])
+    model = NumericRegimeModel(
+        None,
+        {},
+        63,
+        [
+            RegimePrototype("NEUTRAL", np.array([1.0, 0.0])),
+            RegimePrototype("CARRY", np.array([-1.0, 0.0])),
+        ],
+    )
     result = model.classify_embedding(np.zeros(2))
     assert result.label is RegimeLabel.CARRY and result.confidence == pytest.approx(0.5)
 
@@ -85,13 +90,23 @@ def test_classify_returns_engine_state() -> None:
         ({"temperature": 0.0}, InvalidInputError, "temperature"),
         ({"temperature": float("nan")}, InvalidInputError, "temperature"),
         ({"prototypes": []}, InvalidInputError, "at least one"),
-        ({"prototypes": [RegimePrototype("A", np.zeros(2)), RegimePrototype("B", np.zeros(3))]},
-         DimensionMismatchError, "differ in shape"),
+        (
+            {"prototypes": [RegimePrototype("A", np.zeros(2)), RegimePrototype("B", np.zeros(3))]},
+            DimensionMismatchError,
+            "differ in shape",
+        ),
     ],
 )
-def test_constructor_checks(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
-    args: dict[str, object] = {"encoder": None, "region_instruments": {}, "window_days": 63,
-                               "prototypes": _prototypes(), "temperature": 1.0}
+def test_constructor_checks(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    args: dict[str, object] = {
+        "encoder": None,
+        "region_instruments": {},
+        "window_days": 63,
+        "prototypes": _prototypes(),
+        "temperature": 1.0,
+    }
     args.update(kwargs)
     with pytest.raises(error, match=message):
         NumericRegimeModel(**args)  # type: ignore[arg-type]

@@ -71,7 +71,8 @@ def test_latest_created_at_wins_and_dates_count_once(conn: Connection) -> None:
     insert_rows(conn, "US", [day], [old], created_at=early)
     insert_rows(conn, "US", [dt.date(2018, 3, 2)], [other], created_at=early)
     row = conn.execute(
-        "SELECT n_dates, n_skipped, center FROM compute_regime_prototype('US', '2018-03-01', '2018-03-31')"
+        "SELECT n_dates, n_skipped, center"
+        " FROM compute_regime_prototype('US', '2018-03-01', '2018-03-31')"
     ).fetchone()
     assert row is not None
     assert row[:2] == (2, 0)
@@ -82,7 +83,12 @@ def test_null_and_unconvertible_rows_are_skipped_and_counted(conn: Connection) -
     conn.add_notice_handler(lambda d: None)
     dates = business_days(dt.date(2018, 1, 1), 5)
     good = np.arange(DIM, dtype="<f4")
-    insert_rows(conn, "US", dates, [good, None, b"\x01\x02", good * 3, np.full(DIM, np.nan, "<f4").tobytes()])
+    insert_rows(
+        conn,
+        "US",
+        dates,
+        [good, None, b"\x01\x02", good * 3, np.full(DIM, np.nan, "<f4").tobytes()],
+    )
     row = conn.execute(
         "SELECT n_dates, n_skipped, center, first_date, last_date "
         "FROM compute_regime_prototype('US', '2018-01-01', '2018-01-31')"
@@ -95,7 +101,9 @@ def test_null_and_unconvertible_rows_are_skipped_and_counted(conn: Connection) -
 
 def test_a_newer_null_row_hides_an_older_embedding(conn: Connection) -> None:
     day = dt.date(2018, 1, 2)
-    insert_rows(conn, "US", [day], [np.ones(DIM, "<f4")], created_at=dt.datetime(2018, 1, 2, tzinfo=dt.UTC))
+    insert_rows(
+        conn, "US", [day], [np.ones(DIM, "<f4")], created_at=dt.datetime(2018, 1, 2, tzinfo=dt.UTC)
+    )
     insert_rows(conn, "US", [day], [None], created_at=dt.datetime(2018, 1, 3, tzinfo=dt.UTC))
     insert_rows(conn, "US", [dt.date(2018, 1, 3)], [np.zeros(DIM, "<f4")])
     row = conn.execute(
@@ -172,26 +180,109 @@ def test_prototypes_json_document(conn: Connection) -> None:
 @pytest.mark.parametrize(
     ("call", "params", "sqlstate", "column", "message"),
     [
-        ("compute_regime_prototype(%s, %s, %s)", ("US", "2018-12-31", "2018-01-01"), "22023", "as_of_date", "is reversed"),
-        ("compute_regime_prototype(%s, %s, %s)", ("XX", "2018-01-01", "2018-12-31"), "42704", "region", "unknown region 'XX'"),
-        ("compute_regime_prototype(%s, %s, %s)", ("US", "2030-01-01", "2030-12-31"), "P0002", "as_of_date", "no usable embedding for region 'US'"),
-        ("compute_regime_prototype(%s, %s, %s)", ("US", "-infinity", "2018-12-31"), "22008", "as_of_date", "finite dates"),
-        ("compute_regime_prototype(%s, %s, %s)", (None, "2018-01-01", "2018-12-31"), "22004", "region", "must not be NULL"),
-        ("compute_regime_prototype(%s, %s, %s)", ("U" * 33, "2018-01-01", "2018-12-31"), "22001", "region", "at most 32"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"bad": {"start_date": "2018-01-01", "end_date": "2018-06-30"}}'), "22P02", None, "label rule"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"A": {"start_date": "2018-02-30", "end_date": "2018-06-30"}}'), "22007", "as_of_date", "not a calendar date"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"A": {"start_date": "18-01-01", "end_date": "2018-06-30"}}'), "22007", "as_of_date", "YYYY-MM-DD"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"A": {"start_date": "2018-01-30"}}'), "22032", None, "must be {"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"A": {"start_date": "2018-01-30", "end_date": "2018-02-01", "x": 1}}'), "22032", None, "must be {"),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            ("US", "2018-12-31", "2018-01-01"),
+            "22023",
+            "as_of_date",
+            "is reversed",
+        ),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            ("XX", "2018-01-01", "2018-12-31"),
+            "42704",
+            "region",
+            "unknown region 'XX'",
+        ),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            ("US", "2030-01-01", "2030-12-31"),
+            "P0002",
+            "as_of_date",
+            "no usable embedding for region 'US'",
+        ),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            ("US", "-infinity", "2018-12-31"),
+            "22008",
+            "as_of_date",
+            "finite dates",
+        ),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            (None, "2018-01-01", "2018-12-31"),
+            "22004",
+            "region",
+            "must not be NULL",
+        ),
+        (
+            "compute_regime_prototype(%s, %s, %s)",
+            ("U" * 33, "2018-01-01", "2018-12-31"),
+            "22001",
+            "region",
+            "at most 32",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"bad": {"start_date": "2018-01-01", "end_date": "2018-06-30"}}'),
+            "22P02",
+            None,
+            "label rule",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"A": {"start_date": "2018-02-30", "end_date": "2018-06-30"}}'),
+            "22007",
+            "as_of_date",
+            "not a calendar date",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"A": {"start_date": "18-01-01", "end_date": "2018-06-30"}}'),
+            "22007",
+            "as_of_date",
+            "YYYY-MM-DD",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"A": {"start_date": "2018-01-30"}}'),
+            "22032",
+            None,
+            "must be {",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"A": {"start_date": "2018-01-30", "end_date": "2018-02-01", "x": 1}}'),
+            "22032",
+            None,
+            "must be {",
+        ),
         ("compute_regime_prototypes(%s, %s)", ("US", "[]"), "22032", None, "non-empty JSON object"),
         ("compute_regime_prototypes(%s, %s)", ("US", "{}"), "22032", None, "non-empty JSON object"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"CRISIS": {"start_date": "2018-03-01", "end_date": "2018-02-01"}}'), "22023", "as_of_date", "label CRISIS is reversed"),
-        ("compute_regime_prototypes(%s, %s)", ("US", '{"CRISIS": {"start_date": "2030-03-01", "end_date": "2030-04-01"}}'), "P0002", "as_of_date", "label CRISIS in window 2030-03-01..2030-04-01"),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"CRISIS": {"start_date": "2018-03-01", "end_date": "2018-02-01"}}'),
+            "22023",
+            "as_of_date",
+            "label CRISIS is reversed",
+        ),
+        (
+            "compute_regime_prototypes(%s, %s)",
+            ("US", '{"CRISIS": {"start_date": "2030-03-01", "end_date": "2030-04-01"}}'),
+            "P0002",
+            "as_of_date",
+            "label CRISIS in window 2030-03-01..2030-04-01",
+        ),
         ("regime_prototypes_json(%s, %s)", ("US", '{"A": 1}'), "22032", None, "must be {"),
     ],
 )
 def test_errors_have_sqlstate_and_message(
-    conn: Connection, call: str, params: tuple[object, ...], sqlstate: str, column: str | None, message: str
+    conn: Connection,
+    call: str,
+    params: tuple[object, ...],
+    sqlstate: str,
+    column: str | None,
+    message: str,
 ) -> None:
     insert_rows(conn, "US", [dt.date(2018, 1, 2)], [np.ones(DIM, "<f4")])
     with pytest.raises(psycopg.Error) as caught:
@@ -201,7 +292,9 @@ def test_errors_have_sqlstate_and_message(
     assert caught.value.diag.column_name == column
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     data=st.data(),
     n_days=st.integers(1, 40),
@@ -218,13 +311,23 @@ def test_random_windows_with_duplicates_and_bad_rows(
     latest: dict[dt.date, np.ndarray | None] = {}
     base = dt.datetime(2019, 6, 1, tzinfo=dt.UTC)
     for version in range(data.draw(st.integers(1, 3), label="versions")):
-        kinds = data.draw(st.lists(st.sampled_from(["ok", "ok", "ok", "null", "short", "nan"]),
-                                   min_size=n_days, max_size=n_days), label="kinds")
+        kinds = data.draw(
+            st.lists(
+                st.sampled_from(["ok", "ok", "ok", "null", "short", "nan"]),
+                min_size=n_days,
+                max_size=n_days,
+            ),
+            label="kinds",
+        )
         payloads: list[np.ndarray | bytes | None] = []
         for day, kind in zip(days, kinds, strict=True):
             vec = (rng.standard_normal(DIM) * 10).astype("<f4")
-            payload = {"ok": vec, "null": None, "short": b"\x00" * 8,
-                       "nan": np.full(DIM, np.nan, "<f4").tobytes()}[kind]
+            payload = {
+                "ok": vec,
+                "null": None,
+                "short": b"\x00" * 8,
+                "nan": np.full(DIM, np.nan, "<f4").tobytes(),
+            }[kind]
             payloads.append(payload)
             latest[day] = vec if kind == "ok" else None
         insert_rows(conn, "R", days, payloads, created_at=base + dt.timedelta(hours=version))

@@ -64,11 +64,16 @@ def test_demo_table(demo_dsn: str) -> None:
 def test_psql_examples(demo_dsn: str, pg_server: Server) -> None:
     psql = str(pg_server.psql) if pg_server.psql else shutil.which("psql")
     if psql is None:
-        pytest.fail("no psql binary: install the PostgreSQL client to run the README's psql examples")
+        pytest.fail(
+            "no psql binary: install the PostgreSQL client to run the README's psql examples"
+        )
     for code, expected in marked_blocks("psql"):
         result = subprocess.run(
             [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", demo_dsn],
-            input=code, capture_output=True, text=True, check=True,
+            input=code,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert result.stdout == expected
 
@@ -88,7 +93,11 @@ def test_shell_examples(demo_dsn: str, tmp_path: Path) -> None:
     for code, expected in marked_blocks("shell"):
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", code],
-            cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert result.stdout == expected
 

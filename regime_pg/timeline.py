@@ -1,0 +1,144 @@
+"""Regimes over time: classify a date range with a stored set, write CSV, draw a PNG.
+
+The rows come from ``classify_regimes`` in SQL (one per date with a usable
+stored embedding); the PNG shows the distance to each prototype over time,
+the label as a coloured band, and the set's calibration windows.
+
+>>> from regime_pg.timeline import TimelineRow, csv_text
+>>> row = TimelineRow(datetime.date(2020, 3, 16), "CRISIS", "CRISIS", 0.97,
+...                   {"CRISIS": 8.5, "NEUTRAL": 12.25})
+>>> print(csv_text([row]), end="")
+as_of_date,label,raw_label,confidence,distance_CRISIS,distance_NEUTRAL
+2020-03-16,CRISIS,CRISIS,0.97,8.5,12.25
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from regime_pg.errors import RegimePgError
+from regime_pg.prototypes import DateWindow
+
+#: Band colours for the engine's labels; other labels get matplotlib's cycle.
+LABEL_COLOURS = {
+    "CRISIS": "#d62728",
+    "RISK_OFF": "#ff7f0e",
+    "CARRY": "#2ca02c",
+    "NEUTRAL": "#1f77b4",
+}
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One classified date."""
+
+    as_of_date: datetime.date
+    label: str
+    raw_label: str
+    confidence: float
+    distances: Mapping[str, float]
+
+
+def csv_text(rows: Sequence[TimelineRow]) -> str:
+    """The rows as CSV: date, label, raw label, confidence, one distance column per label."""
+    labels = sorted({label for row in rows for label in row.distances})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["as_of_date", "label", "raw_label", "confidence", *(f"distance_{k}" for k in labels)]
+    )
+    for row in rows:
+        writer.writerow(
+            [
+                row.as_of_date.isoformat(),
+                row.label,
+                row.raw_label,
+                repr(row.confidence),
+                *(repr(row.distances[k]) for k in labels),
+            ]
+        )
+    return out.getvalue()
+
+
+def label_runs(rows: Sequence[TimelineRow]) -> list[tuple[str, datetime.date, datetime.date]]:
+    """Consecutive runs of one label: (label, first date, last date)."""
+    runs: list[tuple[str, datetime.date, datetime.date]] = []
+    for row in rows:
+        if runs and runs[-1][0] == row.label:
+            runs[-1] = (row.label, runs[-1][1], row.as_of_date)
+        else:
+            runs.append((row.label, row.as_of_date, row.as_of_date))
+    return runs
+
+
+def plot_timeline(
+    rows: Sequence[TimelineRow],
+    windows: Mapping[str, DateWindow],
+    path: Path,
+    title: str,
+) -> None:
+    """Draw the timeline PNG: distances over time, label band, calibration windows."""
+    if not rows:
+        raise RegimePgError("nothing to plot: no classified dates in the range")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise RegimePgError(
+            "the timeline plot needs matplotlib: pip install 'regime-pg[plot]'"
+        ) from None
+
+    labels = sorted({label for row in rows for label in row.distances})
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {k: LABEL_COLOURS.get(k, cycle[i % len(cycle)]) for i, k in enumerate(labels)}
+    dates = [row.as_of_date for row in rows]
+
+    fig, (ax, band) = plt.subplots(
+        2, 1, figsize=(12, 5.5), sharex=True, gridspec_kw={"height_ratios": [5, 1]}
+    )
+    for label in labels:
+        ax.plot(
+            dates,
+            [row.distances[label] for row in rows],
+            lw=0.8,
+            color=colours[label],
+            label=f"distance to {label}",
+        )
+    for label, window in sorted(windows.items()):
+        ax.axvspan(
+            window.start_date, window.end_date, color=colours.get(label, "grey"), alpha=0.15, lw=0
+        )
+        ax.annotate(
+            f"{label} window",
+            (window.start_date, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -12),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax.set_ylabel("L2 distance")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    one_day = datetime.timedelta(days=1)
+    for label, first, last in label_runs(rows):
+        band.axvspan(first, last + one_day, color=colours[label], lw=0)
+    band.set_yticks([])
+    band.set_ylabel("label")
+    band.legend(
+        handles=[Patch(color=colours[k], label=k) for k in labels],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35),
+        ncol=len(labels),
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
