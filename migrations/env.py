@@ -11,9 +11,10 @@ Alembic chain (``alembic_version``) without touching it.  At base (after
 
 The revisions run in one transaction, so an upgrade refused by a check
 (``regimes`` of another shape, pgvector missing or not allowed) leaves no
-trace, not even the bookkeeping of the revisions before it.  Only the
-backfill (0005) commits: its ``autocommit_block`` commits what came before
-(every check has passed by then) and each batch commits on its own.
+trace, not even the bookkeeping of the revisions before it.  The backfill
+(0005) is the one place that transaction is cut: its ``autocommit_block``
+commits what came before (every check has passed by then), each batch
+commits on its own, and the revisions after it run in a new transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
 from regime_pg.connection import resolve_dsn
+from regime_pg.migration_ops import fetch_value, target_schema
 
 VERSION_TABLE = "regime_pg_alembic_version"
 
@@ -45,6 +47,8 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         version_table=VERSION_TABLE,
+        # Beside regimes, where run_sql's search_path points, whatever the caller's path.
+        version_table_schema=target_schema(connection),
         transaction_per_migration=False,
     )
     with context.begin_transaction():
@@ -55,7 +59,11 @@ def _run(connection: Connection) -> None:
 
 def _drop_version_table_at_base(connection: Connection) -> None:
     """Drop our version table when it holds no revision (Alembic itself never does)."""
-    name = connection.exec_driver_sql(f"SELECT to_regclass('{VERSION_TABLE}')::text").scalar()
+    name = fetch_value(
+        connection,
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))::text",
+        (target_schema(connection), VERSION_TABLE),
+    )
     if name is None:
         return
     if connection.exec_driver_sql(f"SELECT NOT EXISTS (SELECT FROM {name})").scalar():

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from regime_pg._resources import migrations_dir
 from regime_pg.connection import resolve_dsn, translated_errors
+from regime_pg.migration_ops import target_schema
 
 VERSION_TABLE = "regime_pg_alembic_version"
 
@@ -69,7 +70,10 @@ def downgrade(dsn: str | None = None, revision: str = "base") -> None:
 def current_revision(dsn: str | None = None) -> str | None:
     """The revision the database is at, or None before the first migration."""
     with _connection(dsn) as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        context = MigrationContext.configure(
+            connection,
+            opts={"version_table": VERSION_TABLE, "version_table_schema": target_schema(connection)},
+        )
         return context.get_current_revision()
 
 

@@ -122,13 +122,17 @@ def forget(conn: Connection, key: str) -> None:
 
 def regimes_shape_problems(conn: Connection) -> list[str]:
     """What makes an existing ``regimes`` unusable for regime-pg (empty: fine)."""
-    rows = driver(conn).execute(
-        """
+    rows = (
+        driver(conn)
+        .execute(
+            """
         SELECT a.attname, format_type(a.atttypid, NULL)
           FROM pg_attribute AS a
          WHERE a.attrelid = to_regclass('regimes') AND a.attnum > 0 AND NOT a.attisdropped
         """
-    ).fetchall()
+        )
+        .fetchall()
+    )
     found = {str(name): str(type_) for name, type_ in rows}
     problems = []
     for column, type_ in REQUIRED_REGIMES_COLUMNS.items():
@@ -165,7 +169,9 @@ def ensure_pgvector(conn: Connection) -> bool:
                 f"role {user_db[0]} may not create extension vector; ask the database "
                 f"administrator to run: CREATE EXTENSION vector; in database {user_db[1]}"
             ) from None
-        installed = fetch_value(conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        installed = fetch_value(
+            conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        )
         created = True
     version = _parse_version(str(installed))
     if version < MIN_PGVECTOR:
@@ -239,7 +245,7 @@ def backfill_embedding_vectors(
         if row[0] is None:
             break
         last_id = str(row[0])
-        done += int(row[1])
+        done += int(str(row[1]))
         if progress is not None:
             progress(done, todo)
         log.info("backfill: %d/%d rows", done, todo)

@@ -375,16 +375,15 @@ def test_compute_usage_errors_exit_2(
 
 def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_error(cli(capsys), 2, "the following arguments are required: COMMAND")
-    assert_one_error(
-        cli(capsys, "calibrate"), 2,
-        "argument COMMAND: invalid choice: 'calibrate' "
-        "(choose from 'compute', 'migrate', 'db', 'demo')",
+    # the choices are listed; other subcommands and actions may join them later
+    line = assert_one_error(cli(capsys, "calibrate"), 2)
+    assert line.startswith(
+        "regime-pg: error: argument COMMAND: invalid choice: 'calibrate' (choose from 'compute', "
     )
-    assert_one_error(
-        cli(capsys, "db", "restart"), 2,
-        "argument action: invalid choice: 'restart' "
-        "(choose from 'start', 'stop', 'status', 'url', 'psql')",
-    )
+    assert all(f"'{name}'" in line for name in ("compute", "migrate", "db", "demo"))
+    line = assert_one_error(cli(capsys, "db", "restart"), 2)
+    assert line.startswith("regime-pg: error: argument action: invalid choice: 'restart' ")
+    assert all(f"'{name}'" in line for name in ("start", "stop", "status", "url"))
     assert_one_error(
         cli(capsys, "db", "start", "--major", "17"), 2,
         "argument --major: invalid choice: 17 (choose from 16, 18)",

@@ -7,7 +7,7 @@ Create Date: 2026-11-25
 
 from alembic import op
 
-from regime_pg.migration_ops import run_sql, ensure_pgvector, forget, record, recorded
+from regime_pg.migration_ops import ensure_pgvector, forget, record, recorded, run_sql
 
 revision = "0003"
 down_revision = "0002"

@@ -20,7 +20,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_sql(op.get_bind(), 
+    run_sql(
+        op.get_bind(),
         """
         DROP TRIGGER regime_pg_embedding_sync ON regimes;
         ALTER TABLE regimes DROP COLUMN embedding_vector;
@@ -29,5 +30,5 @@ def downgrade() -> None:
         DROP FUNCTION regime_embedding_convert(bytea);
         DROP FUNCTION regime_float32le_decode(bytea);
         DROP FUNCTION regime_embedding_dim();
-        """
+        """,
     )

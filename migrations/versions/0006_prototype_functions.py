@@ -20,7 +20,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_sql(op.get_bind(), 
+    run_sql(
+        op.get_bind(),
         """
         DROP FUNCTION regime_prototypes_json(text, jsonb);
         DROP FUNCTION compute_regime_prototypes(text, jsonb);
@@ -33,5 +34,5 @@ def downgrade() -> None:
         DROP FUNCTION regime_label_is_valid(text);
         DROP VIEW regime_embeddings_latest;
         DROP TYPE regime_prototype;
-        """
+        """,
     )

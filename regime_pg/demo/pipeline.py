@@ -59,7 +59,7 @@ def load_region(
     metadata = json.dumps({"source": DEMO_SOURCE, "encoder": DEMO_ENCODER})
     with translated_errors(), conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            "DELETE FROM regimes WHERE region = %s AND %s IS NOT NULL",
+            "DELETE FROM regimes WHERE region = %s AND metadata ->> 'source' = %s",
             (region, DEMO_SOURCE),
         )
         with cur.copy(
