@@ -16,11 +16,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from regime_pg._resources import migrations_dir
 from regime_pg.connection import resolve_dsn, translated_errors
+from regime_pg.errors import MigrationError
 from regime_pg.migration_ops import target_schema
 
 VERSION_TABLE = "regime_pg_alembic_version"
@@ -36,6 +39,25 @@ def alembic_config() -> Config:
 
 
 @contextmanager
+def _migration_errors() -> Iterator[None]:
+    """Alembic's and SQLAlchemy's exceptions as regime-pg errors.
+
+    SQLAlchemy wraps psycopg's errors (cannot connect, ...) in its own
+    classes; an unknown revision is Alembic's ``CommandError``.
+    """
+    try:
+        with translated_errors():
+            try:
+                yield
+            except DBAPIError as exc:
+                if isinstance(exc.orig, psycopg.Error):
+                    raise exc.orig from exc
+                raise
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+
+
+@contextmanager
 def _connection(dsn: str | None) -> Iterator[Connection]:
     target = resolve_dsn(dsn)
     engine = create_engine(
@@ -44,7 +66,7 @@ def _connection(dsn: str | None) -> Iterator[Connection]:
         poolclass=pool.NullPool,
     )
     try:
-        with translated_errors(), engine.connect() as connection:
+        with _migration_errors(), engine.connect() as connection:
             yield connection
             connection.commit()
     finally:
@@ -72,7 +94,10 @@ def current_revision(dsn: str | None = None) -> str | None:
     with _connection(dsn) as connection:
         context = MigrationContext.configure(
             connection,
-            opts={"version_table": VERSION_TABLE, "version_table_schema": target_schema(connection)},
+            opts={
+                "version_table": VERSION_TABLE,
+                "version_table_schema": target_schema(connection),
+            },
         )
         return context.get_current_revision()
 

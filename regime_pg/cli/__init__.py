@@ -25,16 +25,17 @@ def build_parser() -> CommandParser:
         prog="regime-pg",
         description="Regime prototypes computed inside PostgreSQL (pgvector).",
     )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress messages on stderr"
-    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (compute, migrate, db, demo):
         module.register(commands)
     for subparser in commands.choices.values():
         # also accepted after the subcommand; SUPPRESS keeps a --quiet given before it
         subparser.add_argument(
-            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
             help="no progress messages on stderr",
         )
     return parser

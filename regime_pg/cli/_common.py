@@ -6,21 +6,21 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 import psycopg
 
 from regime_pg.document import write_atomically
-from regime_pg.errors import InvalidWindowError, MigrationError, RegimePgError, translate
+from regime_pg.errors import InvalidWindowError, RegimePgError, translate
 from regime_pg.prototypes import parse_date
 
 Handler = Callable[[argparse.Namespace], int]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -55,28 +55,8 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
-        return fail("interrupted")
-
-
-@contextmanager
-def migration_errors() -> Iterator[None]:
-    """Alembic's and SQLAlchemy's exceptions as regime-pg errors, so they print as one line.
-
-    ``regime_pg.migrate`` runs through SQLAlchemy, which wraps psycopg's errors
-    (cannot connect, ...) in its own classes; an unknown revision is Alembic's
-    ``CommandError``.
-    """
-    from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError
-
-    try:
-        yield
-    except CommandError as exc:
-        raise MigrationError(str(exc)) from exc
-    except DBAPIError as exc:
-        if isinstance(exc.orig, psycopg.Error):
-            raise exc.orig from exc
-        raise
+        fail("interrupted")
+        return EXIT_INTERRUPTED
 
 
 def fail(message: str) -> int:

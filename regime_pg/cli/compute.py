@@ -14,7 +14,7 @@ from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emi
 from regime_pg.client import prototypes_document
 from regime_pg.connection import connect
 from regime_pg.errors import InvalidInputError
-from regime_pg.prototypes import DateWindow, RegimeLabel, parse_label, parse_date
+from regime_pg.prototypes import DateWindow, RegimeLabel, parse_date, parse_label
 
 
 def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
@@ -53,8 +53,9 @@ def parse_window_arg(text: str) -> tuple[str, DateWindow]:
     start, sep2, end = dates.partition(":")
     if not sep or not sep2:
         raise InvalidInputError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
-    window = DateWindow(parse_date(start, f"--window {label} start"),
-                        parse_date(end, f"--window {label} end"))
+    window = DateWindow(
+        parse_date(start, f"--window {label} start"), parse_date(end, f"--window {label} end")
+    )
     return str(parse_label(label)), window
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from regime_pg import embedded
 from regime_pg.cli._common import CommandParser
 from regime_pg.connection import EMBEDDED_DATABASE
+from regime_pg.errors import InvalidInputError
 
 
 def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
@@ -32,7 +33,9 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: see above)")
     parser.add_argument(
-        "--major", type=int, choices=embedded.SUPPORTED_MAJORS,
+        "--major",
+        type=int,
+        choices=embedded.SUPPORTED_MAJORS,
         help="PostgreSQL major for a new data directory (default: 18)",
     )
     parser.add_argument("psql_args", nargs="*", help="with psql: arguments for psql (after --)")
@@ -41,10 +44,10 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start, stop, describe the embedded server or print its DSN."""
+    if args.psql_args and args.action != "psql":
+        raise InvalidInputError(f"db {args.action} takes no arguments: {' '.join(args.psql_args)}")
     if args.action == "start":
-        uri = embedded.ensure_database(
-            embedded.start(args.data_dir, args.major), EMBEDDED_DATABASE
-        )
+        uri = embedded.ensure_database(embedded.start(args.data_dir, args.major), EMBEDDED_DATABASE)
         print(uri)
     elif args.action == "stop":
         was_running = embedded.stop(args.data_dir)
@@ -56,14 +59,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"postgresql major: {state.major if state.major else 'not initialised'}")
         if state.running:
             print(f"pid: {state.pid}")
-            print(f"url: {embedded.ensure_database(embedded.url(args.data_dir), EMBEDDED_DATABASE)}")
+            print(f"url: {_database_url(args.data_dir)}")
         return 0 if state.running else 3
     elif args.action == "url":
-        print(embedded.ensure_database(embedded.url(args.data_dir), EMBEDDED_DATABASE))
+        print(_database_url(args.data_dir))
     else:
-        uri = embedded.ensure_database(embedded.url(args.data_dir), EMBEDDED_DATABASE)
+        uri = _database_url(args.data_dir)
         psql = str(embedded.psql_path(embedded.status(args.data_dir).major))
         sys.stdout.flush()
         os.execv(psql, [psql, "-d", uri, *args.psql_args])
     sys.stdout.flush()
     return 0
+
+
+def _database_url(data_dir: Path | None) -> str:
+    """The DSN of regime-pg's database on the running embedded server."""
+    return embedded.ensure_database(embedded.url(data_dir), EMBEDDED_DATABASE)

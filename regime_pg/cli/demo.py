@@ -8,12 +8,7 @@ import sys
 from pathlib import Path
 
 from regime_pg import migrate
-from regime_pg.cli._common import (
-    CommandParser,
-    add_dsn_argument,
-    date_arg,
-    migration_errors,
-)
+from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg
 from regime_pg.connection import connect, resolve_dsn
 from regime_pg.errors import InvalidInputError
 
@@ -43,14 +38,15 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo end to end and print its summary table."""
-    from regime_pg.demo.pipeline import format_table, run_demo
+    from regime_pg.demo.encoder import load_market
+    from regime_pg.demo.pipeline import DEMO_REGIONS, format_table, run_demo
 
     if args.start is not None and args.end is not None and args.end < args.start:
         raise InvalidInputError(f"--end {args.end} is before --start {args.start}")
+    load_market(DEMO_REGIONS[0])  # fails early, before any change, when 'arch' is missing
     dsn = resolve_dsn(args.dsn)
     log.info("migrating")
-    with migration_errors():
-        migrate.upgrade(dsn)
+    migrate.upgrade(dsn)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with connect(dsn) as conn:
         results = run_demo(conn, args.output_dir, args.start, args.end)

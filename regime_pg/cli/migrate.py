@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from regime_pg import migrate as migrations
-from regime_pg.cli._common import CommandParser, add_dsn_argument, migration_errors
+from regime_pg.cli._common import CommandParser, add_dsn_argument
 
 log = logging.getLogger("regime_pg.cli")
 
@@ -32,11 +32,10 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Upgrade or downgrade, then report the revision the database is at."""
-    with migration_errors():
-        if args.downgrade:
-            migrations.downgrade(args.dsn, args.downgrade)
-        else:
-            migrations.upgrade(args.dsn, args.revision)
-        revision = migrations.current_revision(args.dsn)
+    if args.downgrade:
+        migrations.downgrade(args.dsn, args.downgrade)
+    else:
+        migrations.upgrade(args.dsn, args.revision)
+    revision = migrations.current_revision(args.dsn)
     log.info("database at revision %s", revision or "base")
     return 0
