@@ -99,24 +99,80 @@ class UnknownRegionError(NoDataError):
     sqlstate = "42704"
 
 
-# SQLSTATE -> class, for errors the server functions raise on purpose.
-_BY_SQLSTATE: dict[str, type[RegimePgError]] = {
-    "22023": InvalidWindowError,
-    "22007": InvalidWindowError,
-    "22008": InvalidWindowError,
-    "22032": InvalidWindowsDocumentError,
-    "22P02": InvalidLabelError,
-    "22000": DimensionMismatchError,
-    "P0002": EmptyWindowError,
-    "42704": UnknownRegionError,
-    "42883": SchemaNotReadyError,
-    "42P01": SchemaNotReadyError,
-    "42501": ExtensionMissingError,
+class UnknownPrototypeSetError(NoDataError):
+    """No stored prototype set has that name."""
+
+    sqlstate = "42704"
+
+
+class PrototypeSetExistsError(RegimePgError):
+    """A prototype set of that name exists already: a new version is a new name."""
+
+    sqlstate = "23505"
+
+
+class PrototypeSetFrozenError(RegimePgError):
+    """A saved prototype set never changes; only a whole-set delete is allowed."""
+
+    sqlstate = "55000"
+
+
+class InvalidSetNameError(InvalidInputError):
+    """A set name breaks the rule ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``."""
+
+    sqlstate = "22P02"
+
+
+class RegionMismatchError(InvalidInputError):
+    """A prototype set of one region was used on another region's embeddings."""
+
+    sqlstate = "22023"
+
+
+# (SQLSTATE, diagnostics table or None, diagnostics column or None) -> class,
+# for errors the server functions raise on purpose; the most specific key wins.
+_BY_DIAGNOSTICS: dict[tuple[str, str | None, str | None], type[RegimePgError]] = {
+    ("22023", None, None): InvalidInputError,
+    ("22023", "regimes", "as_of_date"): InvalidWindowError,
+    ("22023", "regime_prototype_sets", "region"): RegionMismatchError,
+    ("22007", None, None): InvalidWindowError,
+    ("22008", None, None): InvalidWindowError,
+    ("22032", None, None): InvalidWindowsDocumentError,
+    ("22P02", None, None): InvalidLabelError,
+    ("22P02", "regime_prototype_sets", None): InvalidSetNameError,
+    ("22000", None, None): DimensionMismatchError,
+    ("22001", None, None): InvalidInputError,
+    ("22003", None, None): InvalidInputError,
+    ("22004", None, None): InvalidInputError,
+    ("23505", "regime_prototype_sets", None): PrototypeSetExistsError,
+    ("55000", None, None): PrototypeSetFrozenError,
+    ("P0002", None, None): EmptyWindowError,
+    ("42704", None, None): UnknownRegionError,
+    ("42704", "regime_prototype_sets", None): UnknownPrototypeSetError,
+    ("42883", None, None): SchemaNotReadyError,
+    ("42P01", None, None): SchemaNotReadyError,
+    ("42501", None, None): ExtensionMissingError,
 }
 
 
+def error_class(
+    sqlstate: str, table: str | None = None, column: str | None = None
+) -> type[RegimePgError] | None:
+    """The regime-pg class for an error's SQLSTATE and diagnostics, or None.
+
+    >>> error_class("42704", "regime_prototype_sets", "name").__name__
+    'UnknownPrototypeSetError'
+    >>> error_class("42704", "regimes", "region").__name__
+    'UnknownRegionError'
+    """
+    for key in ((sqlstate, table, column), (sqlstate, table, None), (sqlstate, None, None)):
+        if key in _BY_DIAGNOSTICS:
+            return _BY_DIAGNOSTICS[key]
+    return None
+
+
 def translate(exc: psycopg.Error) -> RegimePgError | psycopg.Error:
-    """Map a psycopg error to the regime-pg class for its SQLSTATE.
+    """Map a psycopg error to the regime-pg class for its SQLSTATE and diagnostics.
 
     Returns the original exception when the SQLSTATE is not one of ours,
     so unexpected server errors keep their full psycopg detail.
@@ -128,10 +184,12 @@ def translate(exc: psycopg.Error) -> RegimePgError | psycopg.Error:
     if sqlstate is None:
         if isinstance(exc, psycopg.OperationalError):
             return ConnectionFailedError(_first_line(str(exc)) or "cannot connect")
+        if isinstance(exc, psycopg.DataError):  # client-side, e.g. NUL in a string
+            return InvalidInputError(_first_line(str(exc)))
         return exc
     if sqlstate.startswith("08") or sqlstate.startswith("28") or sqlstate == "3D000":
         return ConnectionFailedError(_message(exc))
-    cls = _BY_SQLSTATE.get(sqlstate)
+    cls = error_class(sqlstate, exc.diag.table_name, exc.diag.column_name)
     if cls is None:
         return exc
     if cls is SchemaNotReadyError:

@@ -20,7 +20,9 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from regime_pg.connection import Connection, translated_errors
 from regime_pg.errors import RegimePgError
 from regime_pg.prototypes import DateWindow
 
@@ -42,6 +44,28 @@ class TimelineRow:
     raw_label: str
     confidence: float
     distances: Mapping[str, float]
+
+
+def classify_history(
+    conn: Connection,
+    set_name: str,
+    start: datetime.date,
+    end: datetime.date,
+    min_duration: int = 1,
+) -> list[TimelineRow]:
+    """Every date of the set's region in [start, end], classified in SQL (``classify_regimes``)."""
+    with translated_errors():
+        rows: list[tuple[Any, ...]] = conn.execute(
+            "SELECT c.as_of_date, c.label, c.raw_label, c.confidence, c.distances"
+            "  FROM regime_prototype_set(%s) AS s,"
+            "       LATERAL classify_regimes(s.region, %s, %s, s.name, %s) AS c"
+            " ORDER BY c.as_of_date",
+            (set_name, start, end, min_duration),
+        ).fetchall()
+    return [
+        TimelineRow(day, label, raw, float(confidence), dict(distances))
+        for day, label, raw, confidence, distances in rows
+    ]
 
 
 def csv_text(rows: Sequence[TimelineRow]) -> str:
@@ -126,7 +150,7 @@ def plot_timeline(
         )
     ax.set_ylabel("L2 distance")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     one_day = datetime.timedelta(days=1)
     for label, first, last in label_runs(rows):
         band.axvspan(first, last + one_day, color=colours[label], lw=0)

@@ -124,17 +124,17 @@ def test_temperature_fit_recovers_a_known_temperature() -> None:
     distances = rng.uniform(5.0, 15.0, size=(20_000, 4))
     p = softmax_confidences(distances, true_t)
     own = np.array([rng.choice(4, p=row) for row in p])
-    fit = fit_temperature(distances, own, label_smoothing=0.0)
+    fit = fit_temperature(distances, own)
     assert fit.temperature == pytest.approx(true_t, rel=0.05)
     assert not fit.separable
     assert fit.log_loss <= mean_log_loss(distances, own, true_t) + 1e-12
+    assert fit.log_loss < fit.log_loss_at_1
 
 
-def test_separable_windows_need_smoothing() -> None:
+def test_separable_windows_get_laplace_confidence() -> None:
     distances = np.array([[1.0, 9.0], [2.0, 8.0], [9.0, 1.5], [7.0, 2.0]])
     own = [0, 0, 1, 1]
-    plain = fit_temperature(distances, own, label_smoothing=0.0)
-    assert plain.separable and plain.temperature == pytest.approx(1e-6)
-    smoothed = fit_temperature(distances, own)
-    assert smoothed.separable and 0.5 < smoothed.temperature < 5.0
-    assert smoothed.cross_entropy <= smoothed.cross_entropy_at_1
+    fit = fit_temperature(distances, own)
+    assert fit.separable
+    assert fit.log_loss == pytest.approx(np.log(6 / 5), rel=1e-9)
+    assert 0.5 < fit.temperature < 5.0

@@ -15,6 +15,7 @@ import psycopg
 from regime_pg.document import write_atomically
 from regime_pg.errors import InvalidWindowError, RegimePgError, translate
 from regime_pg.prototypes import parse_date
+from regime_pg.sets import PrototypeSet
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -98,3 +99,42 @@ def emit(text: str, output: Path | None) -> None:
             # name the user's path, not the temporary file write_atomically used
             raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
         logging.getLogger("regime_pg.cli").info("wrote %s", output)
+
+
+def add_temperature_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--temperature T`` or ``--fit-temperature``, for commands that save a set."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--temperature", type=float, help="softmax temperature to store (default: 1.0)"
+    )
+    group.add_argument(
+        "--fit-temperature",
+        action="store_true",
+        help="fit the temperature on the calibration windows (maximum likelihood)",
+    )
+
+
+def temperature_from_args(args: argparse.Namespace) -> float | None:
+    """The temperature to save: None asks the server to fit it."""
+    if args.fit_temperature:
+        return None
+    return 1.0 if args.temperature is None else float(args.temperature)
+
+
+def report_saved(stored: PrototypeSet) -> None:
+    """Say on stderr (progress) which set was saved, and how its temperature was chosen."""
+    log = logging.getLogger("regime_pg.cli")
+    fit = stored.info.fit
+    if fit is None:
+        log.info("saved set %s (temperature %g)", stored.name, stored.temperature)
+        return
+    log.info(
+        "saved set %s: fitted temperature %.4g (log-loss %.4g, %.4g at T=1, %d calibration "
+        "dates%s)",
+        stored.name,
+        fit.temperature,
+        fit.log_loss,
+        fit.log_loss_at_1,
+        fit.n,
+        ", separable" if fit.separable else "",
+    )

@@ -10,11 +10,20 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emit
+from regime_pg.cli._common import (
+    CommandParser,
+    add_dsn_argument,
+    add_temperature_arguments,
+    date_arg,
+    emit,
+    report_saved,
+    temperature_from_args,
+)
 from regime_pg.client import prototypes_document
 from regime_pg.connection import connect
 from regime_pg.errors import InvalidInputError
 from regime_pg.prototypes import DateWindow, RegimeLabel, parse_date, parse_label
+from regime_pg.sets import save_set
 
 
 def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
@@ -40,6 +49,12 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
         "--output", type=Path, help="write the document to this file (default: stdout)"
     )
     add_dsn_argument(parser)
+    add_temperature_arguments(parser)
+    parser.add_argument(
+        "--save",
+        metavar="NAME",
+        help="also store the prototypes as the immutable set NAME (one transaction)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -81,9 +96,17 @@ def _window(name: str, start: dt.date, end: dt.date) -> DateWindow:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute the document for the flags and print or write it."""
+    """Compute the document for the flags, store it with --save, print or write it."""
     windows = windows_from_args(args)
+    temperature = temperature_from_args(args)
+    if args.save is None and (args.fit_temperature or args.temperature is not None):
+        raise InvalidInputError("--temperature and --fit-temperature go with --save NAME")
     with connect(args.dsn) as conn:
-        document = prototypes_document(conn, args.region, windows)
+        if args.save is None:
+            document = prototypes_document(conn, args.region, windows)
+        else:
+            stored = save_set(conn, args.save, args.region, windows, temperature)
+            report_saved(stored)
+            document = stored.document
     emit(document.dumps(), args.output)
     return 0

@@ -1,0 +1,68 @@
+"""``regime-pg timeline``: a stored set's view of history, as a PNG and a CSV.
+
+    regime-pg timeline --set us-2018-v1 --start 1999-01-01 --end 2018-12-31 \\
+        --output timeline.png --csv timeline.csv --min-duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emit
+from regime_pg.connection import connect
+from regime_pg.errors import InvalidInputError
+from regime_pg.sets import get_set
+from regime_pg.timeline import classify_history, csv_text, plot_timeline
+
+log = logging.getLogger("regime_pg.cli")
+
+
+def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
+    """Add the ``timeline`` subcommand."""
+    parser = commands.add_parser(
+        "timeline",
+        help="classify a date range with a stored set; draw a PNG, write a CSV",
+        description=(
+            "Distance to each prototype over time, the label as a coloured band and the "
+            "calibration windows, from classify_regimes in SQL."
+        ),
+    )
+    parser.add_argument("--set", required=True, dest="set_name", metavar="NAME")
+    parser.add_argument("--start", required=True, type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument("--end", required=True, type=date_arg, metavar="YYYY-MM-DD")
+    parser.add_argument("--output", type=Path, help="PNG to draw")
+    parser.add_argument("--csv", type=Path, help="CSV of the classified rows ('-' for stdout)")
+    parser.add_argument(
+        "--min-duration",
+        type=int,
+        default=1,
+        metavar="N",
+        help="absorb label runs shorter than N dates into their neighbours (default: 1)",
+    )
+    add_dsn_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify the range, then write what was asked for."""
+    if args.output is None and args.csv is None:
+        raise InvalidInputError("say what to write: --output PNG and/or --csv FILE")
+    with connect(args.dsn) as conn:
+        stored = get_set(conn, args.set_name)
+        rows = classify_history(conn, args.set_name, args.start, args.end, args.min_duration)
+    log.info("classified %d dates", len(rows))
+    if args.csv is not None:
+        emit(csv_text(rows), None if str(args.csv) == "-" else args.csv)
+    if args.output is not None:
+        windows = {
+            str(p.label): p.window for p in stored.document.prototypes if p.window is not None
+        }
+        title = (
+            f"{stored.info.region}: distance to the prototypes of set {stored.name} "
+            f"(T={stored.temperature:.3g}, min duration {args.min_duration})"
+        )
+        plot_timeline(rows, windows, args.output, title)
+        log.info("wrote %s", args.output)
+    return 0

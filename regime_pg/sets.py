@@ -1,0 +1,180 @@
+"""Stored prototype sets: save, import, show, export, delete, fit the temperature.
+
+A set is a named, immutable group of prototypes of one region with the
+temperature to classify with; the server keeps it in
+``regime_prototype_sets`` / ``regime_prototype_set_members``. A new version
+is a new name.
+
+>>> from regime_pg import connect
+>>> from regime_pg.sets import save_set, export_document
+>>> with connect() as conn:                                       # doctest: +SKIP
+...     saved = save_set(conn, "us-2018-v1", "US",
+...                      {"NEUTRAL": ("2018-01-01", "2018-12-31")}, temperature=None)
+...     saved.temperature, saved.fit.separable
+(0.86, True)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from regime_pg.client import WindowLike, check_region, windows_json
+from regime_pg.connection import Connection, translated_errors
+from regime_pg.document import PrototypeDocument
+from regime_pg.softmax import TemperatureFit
+
+_SET_COLUMNS = (
+    "name, region, encoder_model_id, embedding_dim, temperature, windows, source, "
+    "fit_log_loss, fit_log_loss_at_1, fit_n, fit_separable, created_at, created_by"
+)
+
+
+@dataclass(frozen=True)
+class PrototypeSetInfo:
+    """A stored set's row, without its prototypes."""
+
+    name: str
+    region: str
+    encoder_model_id: str
+    embedding_dim: int
+    temperature: float
+    windows: dict[str, Any]
+    source: str
+    created_at: dt.datetime
+    created_by: str
+    #: How the temperature was fitted, or None when it was given.
+    fit: TemperatureFit | None
+
+
+@dataclass(frozen=True)
+class PrototypeSet:
+    """A stored set with its prototypes, as a document."""
+
+    info: PrototypeSetInfo
+    document: PrototypeDocument
+
+    @property
+    def name(self) -> str:
+        """The set's name."""
+        return self.info.name
+
+    @property
+    def temperature(self) -> float:
+        """The temperature to classify with."""
+        return self.info.temperature
+
+
+def _info(row: Mapping[str, Any]) -> PrototypeSetInfo:
+    fit = None
+    if row["fit_n"] is not None:
+        fit = TemperatureFit(
+            temperature=float(row["temperature"]),
+            log_loss=float(row["fit_log_loss"]),
+            log_loss_at_1=float(row["fit_log_loss_at_1"]),
+            n=int(row["fit_n"]),
+            separable=bool(row["fit_separable"]),
+        )
+    return PrototypeSetInfo(
+        name=row["name"],
+        region=row["region"],
+        encoder_model_id=row["encoder_model_id"],
+        embedding_dim=int(row["embedding_dim"]),
+        temperature=float(row["temperature"]),
+        windows=dict(row["windows"]),
+        source=row["source"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        fit=fit,
+    )
+
+
+def _fetch_set(conn: Connection, query: str, params: tuple[Any, ...]) -> PrototypeSet:
+    with translated_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query, params).fetchone()
+        assert row is not None
+        document = cur.execute(
+            "SELECT regime_prototype_set_json(%s) AS document", (row["name"],)
+        ).fetchone()
+    assert document is not None
+    return PrototypeSet(_info(row), PrototypeDocument.from_json(document["document"]))
+
+
+def save_set(
+    conn: Connection,
+    name: str,
+    region: str,
+    windows: Mapping[str, WindowLike],
+    temperature: float | None = 1.0,
+) -> PrototypeSet:
+    """Compute and store a named set in one transaction; ``temperature=None`` fits it.
+
+    Raises ``PrototypeSetExistsError`` when the name is taken.
+    """
+    return _fetch_set(
+        conn,
+        f"SELECT {_SET_COLUMNS} FROM save_regime_prototype_set(%s, %s, %s, %s)",
+        (name, check_region(region), Jsonb(windows_json(windows)), temperature),
+    )
+
+
+def import_set(
+    conn: Connection, name: str, document: PrototypeDocument, temperature: float | None = 1.0
+) -> PrototypeSet:
+    """Store a prototype document as a named set; ``temperature=None`` fits it."""
+    return _fetch_set(
+        conn,
+        f"SELECT {_SET_COLUMNS} FROM save_regime_prototype_set_from_document(%s, %s, %s)",
+        (name, Jsonb(document.to_json()), temperature),
+    )
+
+
+def get_set(conn: Connection, name: str) -> PrototypeSet:
+    """A stored set; ``UnknownPrototypeSetError`` when there is none of that name."""
+    return _fetch_set(conn, f"SELECT {_SET_COLUMNS} FROM regime_prototype_set(%s)", (name,))
+
+
+def list_sets(conn: Connection) -> list[PrototypeSetInfo]:
+    """Every stored set, oldest first."""
+    with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_SET_COLUMNS} FROM regime_prototype_sets ORDER BY created_at, name"
+        ).fetchall()
+    return [_info(row) for row in rows]
+
+
+def delete_set(conn: Connection, name: str) -> None:
+    """Delete a whole set; ``UnknownPrototypeSetError`` when there is none of that name."""
+    with translated_errors():
+        conn.execute("SELECT delete_regime_prototype_set(%s)", (name,))
+
+
+def fit_set_temperature(
+    conn: Connection, region: str, windows: Mapping[str, WindowLike]
+) -> TemperatureFit:
+    """The temperature the server would fit for these windows (nothing is stored)."""
+    with translated_errors():
+        row = conn.execute(
+            "SELECT temperature, log_loss, log_loss_at_1, n, separable"
+            " FROM fit_regime_temperature(%s, %s)",
+            (check_region(region), Jsonb(windows_json(windows))),
+        ).fetchone()
+    assert row is not None
+    return TemperatureFit(
+        temperature=float(str(row[0])),
+        log_loss=float(str(row[1])),
+        log_loss_at_1=float(str(row[2])),
+        n=int(str(row[3])),
+        separable=bool(row[4]),
+    )
+
+
+def windows_text(windows: Mapping[str, Any]) -> str:
+    """A set's windows as compact sorted JSON, for display."""
+    return json.dumps(windows, sort_keys=True, separators=(", ", ": "))
