@@ -31,14 +31,16 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 
 
-def marked_blocks(kind: str) -> list[tuple[str, str | None]]:
-    """(code, expected output) for each block marked ``readme-test: kind``."""
+def marked_blocks(kind: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(kind, code, expected output) of the marked blocks, in README order."""
     found = []
-    for marker in re.finditer(rf"<!-- readme-test: {kind} -->\n", README):
+    for marker in re.finditer(r"<!-- readme-test: (\w+) -->\n", README):
+        if kind is not None and marker.group(1) != kind:
+            continue
         first = FENCE.search(README, marker.end())
-        assert first is not None and first.start() == marker.end(), f"no block after {kind} marker"
+        assert first is not None and first.start() == marker.end(), "no block after a marker"
         second = FENCE.search(README, first.end())
-        found.append((first.group(1), None if second is None else second.group(1)))
+        found.append((marker.group(1), first.group(1), None if second is None else second.group(1)))
     assert found, f"README has no {kind} example"
     return found
 
@@ -57,49 +59,40 @@ def demo_dsn(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def test_demo_table(demo_dsn: str) -> None:
-    ((expected, _),) = marked_blocks("demo")
+    ((_, expected, _),) = marked_blocks("demo")
     assert os.environ["REGIME_PG_README_DEMO_TABLE"] == expected
 
 
-def test_psql_examples(demo_dsn: str, pg_server: Server) -> None:
+def test_walkthrough_in_readme_order(
+    demo_dsn: str, pg_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every psql, Python and shell example, in order, prints what the README shows."""
     psql = str(pg_server.psql) if pg_server.psql else shutil.which("psql")
     if psql is None:
-        pytest.fail(
-            "no psql binary: install the PostgreSQL client to run the README's psql examples"
-        )
-    for code, expected in marked_blocks("psql"):
-        result = subprocess.run(
-            [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", demo_dsn],
-            input=code,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert result.stdout == expected
-
-
-def test_python_examples(demo_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        pytest.fail("no psql binary: install the PostgreSQL client for the README's psql examples")
     monkeypatch.setenv("REGIME_PG_DSN", demo_dsn)
-    for code, expected in marked_blocks("python"):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-        assert out.getvalue() == expected
-
-
-def test_shell_examples(demo_dsn: str, tmp_path: Path) -> None:
-    env = dict(os.environ, REGIME_PG_DSN=demo_dsn)
+    monkeypatch.chdir(tmp_path)
+    env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    for code, expected in marked_blocks("shell"):
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", code],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert result.stdout == expected
+    for kind, code, expected in marked_blocks():
+        if kind == "demo":
+            continue
+        if kind == "psql":
+            output = _run([psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", demo_dsn], code, env)
+        elif kind == "shell":
+            output = _run(["bash", "-euo", "pipefail", "-c", code], None, env)
+        else:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+            output = out.getvalue()
+        assert output == expected, f"README {kind} example:\n{code}"
+
+
+def _run(argv: list[str], stdin: str | None, env: dict[str, str]) -> str:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_ci_runs_the_readme_commands() -> None:
