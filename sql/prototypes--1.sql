@@ -176,6 +176,7 @@ DECLARE
         '{"LABEL": {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"}, ...}';
     item record;
     bound text;
+    ymd integer[];
     parsed date[];
 BEGIN
     IF windows IS NULL OR jsonb_typeof(windows) <> 'object' OR windows = '{}'::jsonb THEN
@@ -199,18 +200,23 @@ BEGIN
         parsed := '{}';
         FOREACH bound IN ARRAY ARRAY['start_date', 'end_date'] LOOP
             IF jsonb_typeof(item.value -> bound) <> 'string'
-               OR NOT (item.value ->> bound) ~ '^\d{4}-\d{2}-\d{2}$' THEN
+               OR NOT (item.value ->> bound) ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' THEN
                 RAISE EXCEPTION '% of label % must be a date as "YYYY-MM-DD", got %',
                         bound, item.key, left((item.value -> bound)::text, 80)
                     USING ERRCODE = 'invalid_datetime_format', TABLE = 'regimes', COLUMN = 'as_of_date';
             END IF;
-            BEGIN
-                parsed := parsed || to_date(item.value ->> bound, 'YYYY-MM-DD');
-            EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+            -- Checked by hand, not by a cast in an exception block: a parallel
+            -- worker cannot start the subtransaction such a block needs.
+            ymd := string_to_array(item.value ->> bound, '-')::integer[];
+            IF (CASE WHEN ymd[1] < 1 OR ymd[2] NOT BETWEEN 1 AND 12 OR ymd[3] < 1 THEN true
+                     ELSE ymd[3] > extract(day FROM make_date(ymd[1], ymd[2], 1)
+                                                    + interval '1 month - 1 day')
+                END) THEN
                 RAISE EXCEPTION '% of label % is not a calendar date: %',
                         bound, item.key, item.value ->> bound
                     USING ERRCODE = 'invalid_datetime_format', TABLE = 'regimes', COLUMN = 'as_of_date';
-            END;
+            END IF;
+            parsed := parsed || make_date(ymd[1], ymd[2], ymd[3]);
         END LOOP;
         label := item.key;
         start_date := parsed[1];
