@@ -151,9 +151,11 @@ def plot_timeline(
     ax.set_ylabel("L2 distance")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    one_day = datetime.timedelta(days=1)
-    for label, first, last in label_runs(rows):
-        band.axvspan(first, last + one_day, color=colours[label], lw=0)
+    # each run's band reaches the next run's first date: no white gap over weekends
+    runs = label_runs(rows)
+    ends = [first for _, first, _ in runs[1:]] + [runs[-1][2] + datetime.timedelta(days=1)]
+    for (label, first, _), end in zip(runs, ends, strict=True):
+        band.axvspan(first, end, color=colours[label], lw=0)
     band.set_yticks([])
     band.set_ylabel("label")
     band.legend(

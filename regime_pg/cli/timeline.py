@@ -12,7 +12,7 @@ from pathlib import Path
 
 from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emit
 from regime_pg.connection import connect
-from regime_pg.errors import InvalidInputError
+from regime_pg.errors import InvalidInputError, RegimePgError
 from regime_pg.sets import get_set
 from regime_pg.timeline import classify_history, csv_text, plot_timeline
 
@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     with connect(args.dsn) as conn:
         stored = get_set(conn, args.set_name)
         rows = classify_history(conn, args.set_name, args.start, args.end, args.min_duration)
+    if not rows and args.output is not None:
+        # fail before any output or progress: one error line, no CSV without its PNG
+        raise RegimePgError("nothing to plot: no classified dates in the range")
     log.info("classified %d dates", len(rows))
     if args.csv is not None:
         emit(csv_text(rows), None if str(args.csv) == "-" else args.csv)

@@ -1,0 +1,483 @@
+"""``regime-pg timeline``: the PNG is real and non-trivial, the CSV is classify_regimes.
+
+One database per module and server holds synthetic engine rows for region US
+(three regimes, calibrated on 2018's first three quarters, then runs of random
+length) and two saved sets; the tests only read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from regime_pg.cli import main
+from regime_pg.connection import connect
+from regime_pg.sets import save_set
+from regime_pg.timeline import LABEL_COLOURS, classify_history
+from tests.conftest import Server, create_database, database_dsn, drop_database
+from tests.engine import business_days, insert_rows
+
+DIM = 384
+LABELS = ["CRISIS", "NEUTRAL", "RISK_OFF"]
+WINDOWS = {
+    "NEUTRAL": {"start_date": "2018-01-01", "end_date": "2018-03-31"},
+    "CRISIS": {"start_date": "2018-04-01", "end_date": "2018-06-30"},
+    "RISK_OFF": {"start_date": "2018-07-01", "end_date": "2018-09-30"},
+}
+START, END = "2018-01-01", "2019-12-31"
+#: figsize (12, 5.5) inches at 110 dpi, as plot_timeline draws it
+PNG_SIZE = (1320, 605)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    dsn: str
+    #: dates with a newer NULL row: no usable embedding, so no CSV row
+    hidden: list[dt.date]
+
+
+@pytest.fixture(scope="module")
+def timeline_db(pg_server: Server, migrated_template: str) -> Iterator[Timeline]:
+    name = create_database(pg_server, template=migrated_template)
+    dsn = database_dsn(pg_server.admin_dsn, name)
+    rng = np.random.default_rng(1999)
+    dates = business_days(dt.date(2018, 1, 1), 2 * 261)
+    regime = []
+    for day in dates:
+        if day < dt.date(2018, 10, 1):
+            regime.append(1 if day.month <= 3 else 0 if day.month <= 6 else 2)
+    while len(regime) < len(dates):  # then runs of 1 to 25 dates of random regimes
+        regime += [int(rng.integers(0, 3))] * int(rng.integers(1, 26))
+    x = rng.standard_normal((len(dates), DIM))
+    for i, k in enumerate(regime[: len(dates)]):
+        x[i, 8 * k : 8 * k + 8] += 1.5
+    hidden = [dates[300], dates[301], dates[450]]
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            insert_rows(conn, "US", dates, x.astype("<f4"))
+            insert_rows(
+                conn,
+                "US",
+                hidden,
+                [None] * len(hidden),
+                created_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+            )
+            insert_rows(conn, "EU", dates[:50], x[:50].astype("<f4"))
+        with connect(dsn) as conn:
+            labelled = {k: (w["start_date"], w["end_date"]) for k, w in WINDOWS.items()}
+            save_set(conn, "tl-fitted", "US", labelled, temperature=None)
+            save_set(conn, "tl-t1", "US", labelled, temperature=1.0)
+            save_set(conn, "eu-v1", "EU", {"NEUTRAL": ("2018-01-01", "2018-02-28")})
+        yield Timeline(dsn, hidden)
+    finally:
+        drop_database(pg_server, name)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No stray default server or DSN; the CLI's logging setup undone after each test."""
+    guard = tmp_path / "default-embedded-dir-must-not-be-created"
+    monkeypatch.setenv("REGIME_PG_DATA_DIR", str(guard))
+    monkeypatch.delenv("REGIME_PG_DSN", raising=False)
+    logger = logging.getLogger("regime_pg")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    assert not guard.exists(), "a command fell back to the default embedded server"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        assert isinstance(exc.code, int)
+        code = exc.code
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def assert_one_error(result: Result, code: int, fragment: str) -> None:
+    assert result.code == code, result
+    assert result.out == ""
+    assert result.err.startswith("regime-pg: error: "), repr(result.err)
+    assert result.err.endswith("\n") and result.err.count("\n") == 1, repr(result.err)
+    assert fragment in result.err, repr(result.err)
+
+
+def classify_regimes(dsn: str, set_name: str, min_duration: int = 1) -> list[tuple[Any, ...]]:
+    """The SQL rows, read with plain psycopg (no regime-pg code)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT as_of_date, label, raw_label, confidence, distances"
+            "  FROM classify_regimes('US', %s, %s, %s, %s)",
+            (START, END, set_name, min_duration),
+        ).fetchall()
+
+
+def assert_csv_equals_sql(text: str, rows: list[tuple[Any, ...]]) -> None:
+    """Same dates, labels, raw labels; every float's text reads back to the SQL value."""
+    records = list(csv.reader(io.StringIO(text)))
+    assert text.endswith("\n") and "\r" not in text
+    assert records[0] == [
+        "as_of_date",
+        "label",
+        "raw_label",
+        "confidence",
+        *(f"distance_{k}" for k in LABELS),
+    ]
+    assert len(records) == len(rows) + 1
+    for record, (day, label, raw, confidence, distances) in zip(records[1:], rows, strict=True):
+        assert record[:3] == [day.isoformat(), label, raw]
+        values = [confidence, *(distances[k] for k in LABELS)]
+        assert [float(v) for v in record[3:]] == values
+        assert record[3:] == [repr(v) for v in values]  # the shortest exact text
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, which must come first."""
+    assert data[:8] == PNG_MAGIC
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+# --------------------------------------------------------------------------- PNG and CSV
+
+
+def test_png_and_csv(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    png, table = tmp_path / "timeline.png", tmp_path / "timeline.csv"
+    result = cli(
+        capsys,
+        "timeline",
+        "--set",
+        "tl-fitted",
+        "--start",
+        START,
+        "--end",
+        END,
+        "--output",
+        png,
+        "--csv",
+        table,
+        "--dsn",
+        timeline_db.dsn,
+    )
+    rows = classify_regimes(timeline_db.dsn, "tl-fitted")
+    assert result == Result(
+        0,
+        "",
+        f"regime-pg: classified {len(rows)} dates\n"
+        f"regime-pg: wrote {table}\nregime-pg: wrote {png}\n",
+    )
+
+    # The CSV: classify_regimes, one row per usable date, hidden dates left out.
+    assert_csv_equals_sql(table.read_text(encoding="utf-8"), rows)
+    dates = [row[0] for row in rows]
+    assert len(dates) == 2 * 261 - len(timeline_db.hidden)
+    assert not set(timeline_db.hidden) & set(dates)
+    assert {row[1] for row in rows} == set(LABELS)
+    assert all(row[1] == row[2] for row in rows)
+    assert min(row[3] for row in rows) < 0.9  # the fitted temperature is informative
+
+    # The PNG: real, of the drawn size, and not blank.
+    data = png.read_bytes()
+    assert png_size(data) == PNG_SIZE
+    assert len(data) > 40_000
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[:2] == (PNG_SIZE[1], PNG_SIZE[0])
+    rgb = np.round(pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    colours = {tuple(int(c) for c in p) for p in np.unique(rgb, axis=0)}
+    assert len(colours) > 100
+    # Each label's band colour covers a good number of pixels.
+    for label in LABELS:
+        wanted = np.array(hex_rgb(LABEL_COLOURS[label]), dtype=np.uint8)
+        assert int(np.all(rgb == wanted, axis=1).sum()) > 500, label
+    white = np.all(rgb == 255, axis=1).mean()
+    assert 0.2 < white < 0.95
+    # The label band: along its middle row, labels follow each other with no white gap
+    # (runs end where the next one starts, weekends included).
+    image = rgb.reshape(PNG_SIZE[1], PNG_SIZE[0], 3)
+    band = np.zeros(image.shape[:2], dtype=bool)
+    for label in LABELS:
+        band |= np.all(image == np.array(hex_rgb(LABEL_COLOURS[label]), np.uint8), axis=2)
+    rows_in_band = np.flatnonzero(band.sum(axis=1) > PNG_SIZE[0] // 2)
+    assert len(rows_in_band) > 30
+    middle = image[rows_in_band[len(rows_in_band) // 2]]
+    columns = np.flatnonzero(band[rows_in_band[len(rows_in_band) // 2]])
+    segment = middle[columns[0] : columns[-1] + 1]
+    assert not np.any(np.all(segment > 240, axis=1))
+
+
+def test_min_duration(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    table = tmp_path / "held.csv"
+    result = cli(
+        capsys,
+        "timeline",
+        "--set",
+        "tl-t1",
+        "--start",
+        START,
+        "--end",
+        END,
+        "--csv",
+        table,
+        "--min-duration",
+        "5",
+        "--dsn",
+        timeline_db.dsn,
+    )
+    assert result.code == 0 and result.out == ""
+    rows = classify_regimes(timeline_db.dsn, "tl-t1", 5)
+    assert_csv_equals_sql(table.read_text(encoding="utf-8"), rows)
+    absorbed = sum(row[1] != row[2] for row in rows)
+    assert absorbed > 0
+    # Same raw labels, confidences and distances as without min_duration.
+    plain = classify_regimes(timeline_db.dsn, "tl-t1")
+    assert [row[2:] for row in rows] == [row[2:] for row in plain]
+    assert [row[1] for row in plain] == [row[2] for row in plain]
+    # The PNG draws the held labels; it is as large as the plain one.
+    png = tmp_path / "held.png"
+    assert (
+        cli(
+            capsys,
+            "timeline",
+            "--set",
+            "tl-t1",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--output",
+            png,
+            "--min-duration",
+            "5",
+            "--dsn",
+            timeline_db.dsn,
+        ).code
+        == 0
+    )
+    assert png_size(png.read_bytes()) == PNG_SIZE
+
+
+def test_csv_to_stdout(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    result = cli(
+        capsys,
+        "timeline",
+        "--set",
+        "tl-fitted",
+        "--start",
+        "2019-01-01",
+        "--end",
+        "2019-03-31",
+        "--csv",
+        "-",
+        "--dsn",
+        timeline_db.dsn,
+    )
+    assert result.code == 0
+    assert result.err.splitlines()[0].startswith("regime-pg: classified ")
+    with psycopg.connect(timeline_db.dsn) as conn:
+        rows = conn.execute(
+            "SELECT as_of_date, label, raw_label, confidence, distances"
+            "  FROM classify_regimes('US', '2019-01-01', '2019-03-31', 'tl-fitted')"
+        ).fetchall()
+    assert 55 < len(rows) < 66
+    assert_csv_equals_sql(result.out, rows)
+    # With a PNG as well, stdout still holds only the CSV; -q silences progress.
+    png = tmp_path / "q1.png"
+    both = cli(
+        capsys,
+        "timeline",
+        "-q",
+        "--set",
+        "tl-fitted",
+        "--start",
+        "2019-01-01",
+        "--end",
+        "2019-03-31",
+        "--csv",
+        "-",
+        "--output",
+        png,
+        "--dsn",
+        timeline_db.dsn,
+    )
+    assert both == Result(0, result.out, "")
+    assert png_size(png.read_bytes()) == PNG_SIZE
+
+
+def test_classify_history_is_classify_regimes(timeline_db: Timeline) -> None:
+    with connect(timeline_db.dsn) as conn:
+        history = classify_history(conn, "tl-fitted", dt.date(2018, 1, 1), dt.date(2019, 12, 31), 3)
+    rows = classify_regimes(timeline_db.dsn, "tl-fitted", 3)
+    assert [
+        (h.as_of_date, h.label, h.raw_label, h.confidence, dict(h.distances)) for h in history
+    ] == rows
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"),
+    [
+        (
+            ["--set", "tl-t1", "--start", START, "--end", END],
+            1,
+            "say what to write: --output PNG and/or --csv FILE",
+        ),
+        (
+            ["--set", "nope", "--start", START, "--end", END, "--csv", "-"],
+            1,
+            "unknown prototype set 'nope'",
+        ),
+        (
+            ["--set", "tl-t1", "--start", "2018-13-01", "--end", END, "--csv", "-"],
+            2,
+            "argument --start",
+        ),
+        (
+            ["--set", "tl-t1", "--start", START, "--end", "31.12.2019", "--csv", "-"],
+            2,
+            "argument --end",
+        ),
+        (
+            ["--set", "tl-t1", "--start", "2019-02-30", "--end", END, "--csv", "-"],
+            2,
+            "not a calendar date",
+        ),
+        (["--set", "tl-t1", "--start", END, "--end", START, "--csv", "-"], 1, "is reversed"),
+        (
+            ["--set", "tl-t1", "--start", START, "--end", END, "--csv", "-", "--min-duration", "0"],
+            1,
+            "min_duration must be at least 1",
+        ),
+        (
+            [
+                "--set",
+                "tl-t1",
+                "--start",
+                START,
+                "--end",
+                END,
+                "--csv",
+                "-",
+                "--min-duration",
+                "two",
+            ],
+            2,
+            "argument --min-duration",
+        ),
+        (["--start", START, "--end", END, "--csv", "-"], 2, "required: --set"),
+        (["--set", "tl-t1", "--end", END, "--csv", "-"], 2, "required: --start"),
+        (
+            ["--set", "eu-v1", "--start", "2030-01-01", "--end", "2030-12-31", "--output", "x.png"],
+            1,
+            "nothing to plot",
+        ),
+    ],
+    ids=[
+        "no-output",
+        "unknown-set",
+        "bad-month",
+        "bad-format",
+        "bad-day",
+        "reversed",
+        "min-duration-0",
+        "min-duration-text",
+        "no-set",
+        "no-start",
+        "empty-range",
+    ],
+)
+def test_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+    timeline_db: Timeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+    fragment: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_one_error(cli(capsys, "timeline", *argv, "--dsn", timeline_db.dsn), code, fragment)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unwritable_output_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-dir" / "x.csv"
+    result = cli(
+        capsys,
+        "timeline",
+        "-q",
+        "--set",
+        "tl-t1",
+        "--start",
+        START,
+        "--end",
+        END,
+        "--csv",
+        missing,
+        "--dsn",
+        timeline_db.dsn,
+    )
+    assert_one_error(result, 1, f"cannot write {missing}")
+
+
+def test_empty_range_with_a_png_writes_nothing(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    png, table = tmp_path / "empty.png", tmp_path / "empty.csv"
+    result = cli(
+        capsys,
+        "timeline",
+        "--set",
+        "tl-t1",
+        "--start",
+        "2030-01-01",
+        "--end",
+        "2030-12-31",
+        "--output",
+        png,
+        "--csv",
+        table,
+        "--dsn",
+        timeline_db.dsn,
+    )
+    assert_one_error(result, 1, "nothing to plot: no classified dates in the range")
+    assert not png.exists() and not table.exists()
