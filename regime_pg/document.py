@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -53,6 +54,8 @@ from regime_pg.errors import InvalidDocumentError, RegimePgError
 from regime_pg.prototypes import DateWindow, RegimePrototype, parse_date, parse_label
 
 MAX_REGION_LENGTH = 32
+
+log = logging.getLogger("regime_pg.document")
 
 
 def float32_json_values(center: npt.NDArray[np.float32]) -> list[float]:
@@ -219,9 +222,22 @@ def _finite(value: float, where: str) -> float:
     return number
 
 
+_DOCUMENT_KEYS = frozenset({"embedding_dim", "prototypes", "region"})
+_PROTOTYPE_KEYS = frozenset(
+    {"center", "l2_norm", "window", "n_dates", "n_skipped", "dispersion", "first_date", "last_date"}
+)
+
+
+def _warn_unknown(obj: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(str(k)[:40] for k in obj if k not in known)
+    if unknown:
+        log.warning("%s: ignoring unknown keys %s (they are not kept)", where, ", ".join(unknown))
+
+
 def _parse_document(obj: Any) -> PrototypeDocument:
     if not isinstance(obj, dict):
         raise InvalidDocumentError("a prototype document is a JSON object")
+    _warn_unknown(obj, _DOCUMENT_KEYS, "document")
     region = _require(obj, "region", str, "document")
     if not region or len(region) > MAX_REGION_LENGTH or "\x00" in region:
         raise InvalidDocumentError(f"region must be 1 to {MAX_REGION_LENGTH} characters")
@@ -240,6 +256,7 @@ def _parse_prototype(label: str, entry: Any, dim: int) -> RegimePrototype:
     where = f"prototype {label}"
     if not isinstance(entry, dict):
         raise InvalidDocumentError(f"{where} must be a JSON object")
+    _warn_unknown(entry, _PROTOTYPE_KEYS, where)
     values = _require(entry, "center", list, where)
     if len(values) != dim:
         raise InvalidDocumentError(

@@ -68,9 +68,13 @@ def classify_history(
     ]
 
 
-def csv_text(rows: Sequence[TimelineRow]) -> str:
-    """The rows as CSV: date, label, raw label, confidence, one distance column per label."""
-    labels = sorted({label for row in rows for label in row.distances})
+def csv_text(rows: Sequence[TimelineRow], labels: Sequence[str] | None = None) -> str:
+    """The rows as CSV: date, label, raw label, confidence, one distance column per label.
+
+    ``labels`` names the distance columns (default: those of the rows), so an
+    empty range still gets the full header.
+    """
+    labels = sorted(labels if labels is not None else {k for row in rows for k in row.distances})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -100,6 +104,17 @@ def label_runs(rows: Sequence[TimelineRow]) -> list[tuple[str, datetime.date, da
     return runs
 
 
+def require_matplotlib() -> None:
+    """Select the Agg backend, or say how to install matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RegimePgError(
+            "the timeline plot needs matplotlib: pip install 'regime-pg[plot]'"
+        ) from None
+    matplotlib.use("Agg")
+
+
 def plot_timeline(
     rows: Sequence[TimelineRow],
     windows: Mapping[str, DateWindow],
@@ -109,16 +124,9 @@ def plot_timeline(
     """Draw the timeline PNG: distances over time, label band, calibration windows."""
     if not rows:
         raise RegimePgError("nothing to plot: no classified dates in the range")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError:
-        raise RegimePgError(
-            "the timeline plot needs matplotlib: pip install 'regime-pg[plot]'"
-        ) from None
+    require_matplotlib()
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     labels = sorted({label for row in rows for label in row.distances})
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -234,3 +234,22 @@ def test_save_is_atomic_and_leaves_no_temporary(
 def test_load_missing_file_is_typed(tmp_path: Path) -> None:
     with pytest.raises(InvalidDocumentError, match="cannot read"):
         load_document(tmp_path / "nope.json")
+
+
+def test_unknown_keys_are_reported_not_silently_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    text = json.dumps(
+        {
+            "embedding_dim": 1,
+            "prototypes": {"NEUTRAL": {"center": [1.0], "comment": "calm"}},
+            "region": "US",
+            "extra": 1,
+        }
+    )
+    with caplog.at_level("WARNING", logger="regime_pg.document"):
+        doc = PrototypeDocument.loads(text)
+    assert "comment" not in doc.dumps() and "extra" not in doc.dumps()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "document: ignoring unknown keys extra (they are not kept)",
+        "prototype NEUTRAL: ignoring unknown keys comment (they are not kept)",
+    ]

@@ -14,7 +14,7 @@ from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emi
 from regime_pg.connection import connect
 from regime_pg.errors import InvalidInputError, RegimePgError
 from regime_pg.sets import get_set
-from regime_pg.timeline import classify_history, csv_text, plot_timeline
+from regime_pg.timeline import classify_history, csv_text, plot_timeline, require_matplotlib
 
 log = logging.getLogger("regime_pg.cli")
 
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     """Classify the range, then write what was asked for."""
     if args.output is None and args.csv is None:
         raise InvalidInputError("say what to write: --output PNG and/or --csv FILE")
+    if args.output is not None:
+        require_matplotlib()  # before anything is written
     with connect(args.dsn) as conn:
         stored = get_set(conn, args.set_name)
         rows = classify_history(conn, args.set_name, args.start, args.end, args.min_duration)
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise RegimePgError("nothing to plot: no classified dates in the range")
     log.info("classified %d dates", len(rows))
     if args.csv is not None:
-        emit(csv_text(rows), None if str(args.csv) == "-" else args.csv)
+        labels = [str(p.label) for p in stored.document.prototypes]
+        emit(csv_text(rows, labels), None if str(args.csv) == "-" else args.csv)
     if args.output is not None:
         windows = {
             str(p.label): p.window for p in stored.document.prototypes if p.window is not None
