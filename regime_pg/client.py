@@ -5,6 +5,7 @@ The window's embeddings never leave the database: the server functions
 there, and the client receives one float32 centre per label.
 
 >>> import datetime as dt
+import reprlib
 >>> from regime_pg import connect, compute_prototypes
 >>> with connect() as conn:                                    # doctest: +SKIP
 ...     neutral, = compute_prototypes(conn, "US", {"NEUTRAL": ("2017-01-01", "2017-12-31")})
@@ -15,6 +16,7 @@ there, and the client receives one float32 centre per label.
 from __future__ import annotations
 
 import datetime as dt
+import reprlib
 from collections.abc import Mapping
 
 from psycopg.types.json import Jsonb
@@ -42,12 +44,16 @@ def as_window(window: WindowLike) -> DateWindow:
     """
     if isinstance(window, DateWindow):
         return window
-    start, end = window
-    if isinstance(start, str) and isinstance(end, str):
-        return DateWindow.parse(start, end)
-    if isinstance(start, dt.date) and isinstance(end, dt.date):
-        return DateWindow(start, end)
-    raise InvalidInputError(f"a window is (start_date, end_date), got {window!r}")
+    if isinstance(window, tuple | list) and len(window) == 2:
+        start, end = window
+        if isinstance(start, str) and isinstance(end, str):
+            return DateWindow.parse(start, end)
+        if isinstance(start, dt.date) and isinstance(end, dt.date):
+            return DateWindow(start, end)
+    raise InvalidInputError(
+        f"a window is (start_date, end_date) as dates or YYYY-MM-DD strings, "
+        f"got {reprlib.repr(window)}"
+    )
 
 
 def windows_json(windows: Mapping[str, WindowLike]) -> dict[str, dict[str, str]]:

@@ -25,7 +25,7 @@ import psycopg
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 
-from regime_pg.errors import SchemaNotReadyError, translate
+from regime_pg.errors import ExtensionMissingError, translate
 
 DSN_ENV = "REGIME_PG_DSN"
 
@@ -82,7 +82,7 @@ def use_vector_types(conn: Connection) -> None:
         register_vector(conn)
     except psycopg.ProgrammingError as exc:
         conn.close()
-        raise SchemaNotReadyError(
+        raise ExtensionMissingError(
             "pgvector is not installed in this database; run: regime-pg migrate"
         ) from exc
 

@@ -40,7 +40,13 @@ class SchemaNotReadyError(RegimePgError):
 
 
 class ExtensionMissingError(SchemaNotReadyError):
-    """pgvector is not installed and this role may not install it."""
+    """pgvector is not installed in the database (or this role may not install it)."""
+
+    sqlstate = "42501"
+
+
+class InsufficientPrivilegeError(RegimePgError):
+    """This role lacks a grant (see ``regime-pg roles``)."""
 
     sqlstate = "42501"
 
@@ -151,7 +157,7 @@ _BY_DIAGNOSTICS: dict[tuple[str, str | None, str | None], type[RegimePgError]] =
     ("42704", "regime_prototype_sets", None): UnknownPrototypeSetError,
     ("42883", None, None): SchemaNotReadyError,
     ("42P01", None, None): SchemaNotReadyError,
-    ("42501", None, None): ExtensionMissingError,
+    ("42501", None, None): InsufficientPrivilegeError,
 }
 
 

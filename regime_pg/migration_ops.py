@@ -11,9 +11,11 @@ revision file stays a short list of what it changes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 from sqlalchemy.engine import Connection
 
 from regime_pg._resources import read_sql
@@ -32,6 +34,14 @@ REQUIRED_REGIMES_COLUMNS: dict[str, str] = {
 
 #: The oldest pgvector with everything the SQL uses (avg/sum of vector, casts).
 MIN_PGVECTOR = (0, 5, 0)
+
+#: How long one attempt to lock ``regimes`` for a DDL may wait, in ms, unless the
+#: session sets its own ``lock_timeout`` (e.g. ``PGOPTIONS='-c lock_timeout=200ms'``).
+#: While a DDL waits for its lock, every later insert of the engine waits behind it.
+DDL_LOCK_TIMEOUT_MS = 1000
+#: Attempts before giving up, and the pause between two (the engine writes meanwhile).
+DDL_LOCK_ATTEMPTS = 60
+DDL_LOCK_PAUSE_S = 2.0
 
 
 def driver(conn: Connection) -> psycopg.Connection[tuple[object, ...]]:
@@ -81,10 +91,11 @@ def set_object_search_path(conn: Connection) -> None:
     driver(conn).execute(
         """
         SELECT set_config('search_path',
-                          array_to_string(ARRAY(SELECT DISTINCT ON (s) quote_ident(s)
+                          array_to_string(ARRAY(SELECT quote_ident(s)
                                                   FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, n)
                                                  WHERE s IS NOT NULL
-                                                 ORDER BY s, n), ', ') || ', pg_temp',
+                                                 GROUP BY s
+                                                 ORDER BY min(n)), ', ') || ', pg_temp',
                           true)
         """,
         (
@@ -181,6 +192,80 @@ def ensure_pgvector(conn: Connection) -> bool:
             "to run ALTER EXTENSION vector UPDATE"
         )
     return created
+
+
+def lock_regimes_for_ddl(conn: Connection) -> None:
+    """Take ACCESS EXCLUSIVE on ``regimes`` without making the engine queue for long.
+
+    An ALTER TABLE waiting for its lock (behind a long transaction that read
+    ``regimes``: a report, a pg_dump, a long calibration) makes every insert of
+    the engine wait behind it, for as long as that transaction lasts.  So the
+    lock is asked for with a short ``lock_timeout`` (the session's own, else
+    :data:`DDL_LOCK_TIMEOUT_MS`) in a savepoint; when it times out the request
+    leaves the queue, the engine's inserts go on, and it is asked again after
+    :data:`DDL_LOCK_PAUSE_S`, at most :data:`DDL_LOCK_ATTEMPTS` times.  Then
+    ``MigrationError`` names the sessions holding the table, and the whole
+    migration transaction rolls back.  Once taken, the lock is held until the
+    migration transaction commits, a few milliseconds later.
+    """
+    raw = driver(conn)
+    table = sql.SQL("{}.{}").format(sql.Identifier(target_schema(conn)), sql.Identifier("regimes"))
+    previous = str(fetch_value(conn, "SELECT current_setting('lock_timeout')"))
+    timeout = previous if previous not in ("0", "0ms") else f"{DDL_LOCK_TIMEOUT_MS}ms"
+    for attempt in range(1, DDL_LOCK_ATTEMPTS + 1):
+        try:
+            with raw.transaction():
+                raw.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+                raw.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+            raw.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            holders = _lock_holders(conn)
+            if attempt == DDL_LOCK_ATTEMPTS:
+                raise MigrationError(
+                    f"could not lock table regimes for the migration in {attempt} attempts of "
+                    f"{timeout}: it is in use by {holders}; nothing was changed: run the "
+                    "migration again when those sessions have ended"
+                ) from None
+            log.warning(
+                "regimes is in use by %s; lock attempt %d of %d timed out after %s, "
+                "retrying in %g s (the engine's inserts are not held meanwhile)",
+                holders,
+                attempt,
+                DDL_LOCK_ATTEMPTS,
+                timeout,
+                DDL_LOCK_PAUSE_S,
+            )
+            time.sleep(DDL_LOCK_PAUSE_S)
+
+
+def _lock_holders(conn: Connection) -> str:
+    """The sessions holding a lock on ``regimes``, for messages."""
+    rows = (
+        driver(conn)
+        .execute(
+            """
+            SELECT a.pid, a.application_name, a.state,
+                   round(extract(epoch FROM now() - a.xact_start))::bigint
+              FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+             WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.relation = (SELECT c.oid FROM pg_class AS c
+                                  WHERE c.relname = 'regimes'
+                                    AND c.relnamespace = %s::regnamespace)
+             ORDER BY a.xact_start NULLS LAST, a.pid
+             LIMIT 5
+            """,
+            (target_schema(conn),),
+        )
+        .fetchall()
+    )
+    if not rows:
+        return "another session (gone by now)"
+    return ", ".join(
+        f"pid {pid} ({app or 'no application_name'}, {state}, transaction open {age} s)"
+        for pid, app, state, age in rows
+    )
 
 
 def _parse_version(text: str) -> tuple[int, ...]:

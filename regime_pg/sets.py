@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from regime_pg.client import WindowLike, check_region, windows_json
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.document import PrototypeDocument
+from regime_pg.errors import InvalidDocumentError
 from regime_pg.softmax import TemperatureFit
 
 _SET_COLUMNS = (
@@ -127,7 +128,15 @@ def save_set(
 def import_set(
     conn: Connection, name: str, document: PrototypeDocument, temperature: float | None = 1.0
 ) -> PrototypeSet:
-    """Store a prototype document as a named set; ``temperature=None`` fits it."""
+    """Store a prototype document as a named set; ``temperature=None`` fits it.
+
+    The document's region must be printable: a stored region is shown to
+    other users by ``regime-pg sets list``.
+    """
+    if not document.region.isprintable():
+        raise InvalidDocumentError(
+            f"the document's region {document.region[:40]!r} holds control characters"
+        )
     return _fetch_set(
         conn,
         f"SELECT {_SET_COLUMNS} FROM save_regime_prototype_set_from_document(%s, %s, %s)",

@@ -23,31 +23,37 @@ COMMENT ON FUNCTION regime_embedding_dim() IS
 -- Decode little-endian IEEE 754 binary32 values, bit for bit: -0.0,
 -- subnormals and the largest finite values included.  NaN and infinities
 -- decode to NaN and +/-Infinity.  The length must be a multiple of 4.
+--
+-- This and regime_embedding_convert run in the sync trigger, as whoever
+-- inserts into regimes: they name pg_catalog's functions and operators
+-- explicitly, and use only operators whose operand types match pg_catalog's
+-- exactly, so nothing planted in the schema of regimes can stand in.
 CREATE FUNCTION regime_float32le_decode(bytes bytea)
 RETURNS real[]
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    IF length(bytes) % 4 <> 0 THEN
-        RAISE EXCEPTION 'float32 data must be a multiple of 4 bytes, got % bytes', length(bytes)
+    IF pg_catalog.length(bytes) % 4 <> 0 THEN
+        RAISE EXCEPTION 'float32 data must be a multiple of 4 bytes, got % bytes',
+                pg_catalog.length(bytes)
             USING ERRCODE = 'invalid_binary_representation';
     END IF;
     RETURN ARRAY(
         SELECT (CASE
                     WHEN w.e = 255 AND w.m = 0 THEN w.s * 'Infinity'::float8
                     WHEN w.e = 255 THEN 'NaN'::float8
-                    WHEN w.e = 0 THEN w.s * w.m * 2::float8 ^ -149
-                    ELSE w.s * (w.m + 8388608) * 2::float8 ^ (w.e - 150)
+                    WHEN w.e = 0 THEN w.s * w.m::float8 * 2::float8 ^ (-149)::float8
+                    ELSE w.s * (w.m + 8388608)::float8 * 2::float8 ^ (w.e - 150)::float8
                 END)::real
-          FROM generate_series(0, length(bytes) - 4, 4) AS i,
-               LATERAL (SELECT CASE WHEN get_byte(bytes, i + 3) >= 128
+          FROM pg_catalog.generate_series(0, pg_catalog.length(bytes) - 4, 4) AS i,
+               LATERAL (SELECT CASE WHEN pg_catalog.get_byte(bytes, i + 3) >= 128
                                     THEN -1::float8 ELSE 1::float8 END AS s,
-                               ((get_byte(bytes, i + 3) & 127) << 1)
-                                   | (get_byte(bytes, i + 2) >> 7) AS e,
-                               ((get_byte(bytes, i + 2) & 127) << 16)
-                                   | (get_byte(bytes, i + 1) << 8)
-                                   | get_byte(bytes, i) AS m) AS w
+                               ((pg_catalog.get_byte(bytes, i + 3) & 127) << 1)
+                                   | (pg_catalog.get_byte(bytes, i + 2) >> 7) AS e,
+                               ((pg_catalog.get_byte(bytes, i + 2) & 127) << 16)
+                                   | (pg_catalog.get_byte(bytes, i + 1) << 8)
+                                   | pg_catalog.get_byte(bytes, i) AS m) AS w
          ORDER BY i);
 END
 $$;
@@ -67,13 +73,14 @@ DECLARE
     expected integer := 4 * regime_embedding_dim();
     decoded real[];
 BEGIN
-    IF length(embedding) <> expected THEN
-        problem := format('expected %s bytes (%s float32), got %s bytes',
-                          expected, regime_embedding_dim(), length(embedding));
+    IF pg_catalog.length(embedding) <> expected THEN
+        problem := pg_catalog.format('expected %s bytes (%s float32), got %s bytes',
+                                     expected, regime_embedding_dim(),
+                                     pg_catalog.length(embedding));
         RETURN;
     END IF;
     decoded := regime_float32le_decode(embedding);
-    IF decoded && ARRAY['NaN', 'Infinity', '-Infinity']::real[] THEN
+    IF decoded OPERATOR(pg_catalog.&&) ARRAY['NaN', 'Infinity', '-Infinity']::real[] THEN
         problem := 'it holds NaN or infinite values';
         RETURN;
     END IF;

@@ -264,6 +264,9 @@ CREATE FUNCTION regime_prototypes_json(region text, windows jsonb)
 RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
+-- float4 to JSON goes through text: 1 gives the shortest exact digits,
+-- whatever the session set (0 would round centres to 6 digits).
+SET extra_float_digits = 1
 AS $$
     SELECT jsonb_build_object(
                'embedding_dim', regime_embedding_dim(),

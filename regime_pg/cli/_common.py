@@ -138,3 +138,15 @@ def report_saved(stored: PrototypeSet) -> None:
         fit.n,
         ", separable" if fit.separable else "",
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, safe to print into a terminal.
+
+    >>> printable("US\\n\\x1b[2J")
+    'US\\\\x0a\\\\x1b[2J'
+    """
+    return "".join(
+        ch if ch.isprintable() else (f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )

@@ -17,6 +17,7 @@ from regime_pg.cli._common import (
     add_dsn_argument,
     add_temperature_arguments,
     emit,
+    printable,
     report_saved,
     temperature_from_args,
 )
@@ -71,9 +72,9 @@ def run_list(args: argparse.Namespace) -> int:
     for info in infos:
         fitted = " (fitted)" if info.fit else ""
         sys.stdout.write(
-            f"{info.name}\t{info.region}\tT={info.temperature:.6g}{fitted}\t"
-            f"{info.created_at:%Y-%m-%d %H:%M:%S%z}\t{info.created_by}\t"
-            f"{windows_text(info.windows)}\n"
+            f"{info.name}\t{printable(info.region)}\tT={info.temperature:.6g}{fitted}\t"
+            f"{info.created_at:%Y-%m-%d %H:%M:%S%z}\t{printable(info.created_by)}\t"
+            f"{printable(windows_text(info.windows))}\n"
         )
     return 0
 
@@ -85,10 +86,10 @@ def run_show(args: argparse.Namespace) -> int:
     info = stored.info
     lines = [
         f"name:          {info.name}",
-        f"region:        {info.region}",
+        f"region:        {printable(info.region)}",
         f"encoder:       {info.encoder_model_id} ({info.embedding_dim} dimensions)",
         f"temperature:   {info.temperature:.6g}",
-        f"created:       {info.created_at:%Y-%m-%d %H:%M:%S%z} by {info.created_by}",
+        f"created:       {info.created_at:%Y-%m-%d %H:%M:%S%z} by {printable(info.created_by)}",
         f"source:        {info.source}",
     ]
     if info.fit is not None:
