@@ -5,7 +5,6 @@ The window's embeddings never leave the database: the server functions
 there, and the client receives one float32 centre per label.
 
 >>> import datetime as dt
-import reprlib
 >>> from regime_pg import connect, compute_prototypes
 >>> with connect() as conn:                                    # doctest: +SKIP
 ...     neutral, = compute_prototypes(conn, "US", {"NEUTRAL": ("2017-01-01", "2017-12-31")})

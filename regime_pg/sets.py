@@ -6,7 +6,7 @@ temperature to classify with; the server keeps it in
 is a new name.
 
 >>> from regime_pg import connect
->>> from regime_pg.sets import save_set, export_document
+>>> from regime_pg.sets import save_set
 >>> with connect() as conn:                                       # doctest: +SKIP
 ...     saved = save_set(conn, "us-2018-v1", "US",
 ...                      {"NEUTRAL": ("2018-01-01", "2018-12-31")}, temperature=None)
