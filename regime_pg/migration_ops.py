@@ -262,8 +262,12 @@ def _lock_holders(conn: Connection) -> str:
     )
     if not rows:
         return "another session (gone by now)"
+    # Without pg_read_all_stats, state and xact_start of other roles' sessions read NULL.
     return ", ".join(
-        f"pid {pid} ({app or 'no application_name'}, {state}, transaction open {age} s)"
+        f"pid {pid} ({app or 'no application_name'}"
+        + (f", {state}" if state else "")
+        + (f", transaction open {age} s" if age is not None else "")
+        + ")"
         for pid, app, state, age in rows
     )
 
@@ -304,12 +308,15 @@ def backfill_embedding_vectors(
     last_id: str | None = None
     log.info("backfill: %d rows to convert", todo)
     while True:
+        # Two query texts, not "$1 IS NULL OR id > $1": each stays an index range
+        # scan whatever plan caching decides.
+        after = "" if last_id is None else "WHERE regime_record_id > %(after)s"
         row = raw.execute(
-            """
+            f"""
             WITH batch AS (
                 SELECT regime_record_id
                   FROM regimes
-                 WHERE %(after)s::text IS NULL OR regime_record_id > %(after)s
+                 {after}
                  ORDER BY regime_record_id
                  LIMIT %(limit)s
             ), converted AS (

@@ -826,9 +826,9 @@ def test_read_sql_rejects_a_modified_or_unlisted_file(sql_copy: Path) -> None:
     target.write_bytes(target.read_bytes() + b"-- an innocent edit\n")
     with pytest.raises(_resources.ResourceError, match=r"prototypes--1\.sql differs from the"):
         _resources.read_sql("prototypes--1.sql")
-    (sql_copy / "prototypes--2.sql").write_text("SELECT 1;\n", encoding="utf-8")
-    with pytest.raises(_resources.ResourceError, match=r"prototypes--2\.sql is not listed"):
-        _resources.read_sql("prototypes--2.sql")
+    (sql_copy / "unreleased--9.sql").write_text("SELECT 1;\n", encoding="utf-8")
+    with pytest.raises(_resources.ResourceError, match=r"unreleased--9\.sql is not listed"):
+        _resources.read_sql("unreleased--9.sql")
 
 
 def test_upgrade_with_a_modified_sql_file_fails_and_changes_nothing(

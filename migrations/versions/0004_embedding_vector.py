@@ -7,7 +7,7 @@ Create Date: 2026-11-25
 
 from alembic import op
 
-from regime_pg.migration_ops import run_sql, run_sql_file
+from regime_pg.migration_ops import lock_regimes_for_ddl, run_sql, run_sql_file
 
 revision = "0004"
 down_revision = "0003"
@@ -16,10 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # ALTER TABLE and CREATE TRIGGER need regimes to themselves: ask with a short
+    # lock_timeout and retry, so the engine's inserts never queue behind a long wait.
+    lock_regimes_for_ddl(op.get_bind())
     run_sql_file(op.get_bind(), "embedding_vector--1.sql")
 
 
 def downgrade() -> None:
+    lock_regimes_for_ddl(op.get_bind())
     run_sql(
         op.get_bind(),
         """
