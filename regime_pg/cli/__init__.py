@@ -6,6 +6,7 @@
     regime-pg demo [--output-dir DIR]
     regime-pg sets list | show NAME | export NAME | import FILE --name NAME | delete NAME
     regime-pg timeline --set NAME --start D --end D --output timeline.png [--csv F]
+    regime-pg bench [--quick | --full] [--output F]
     regime-pg roles grant-reader ROLE | grant-writer ROLE | revoke ROLE [--writer-only] | audit
 
 Errors are one line on stderr and a non-zero exit: 2 for bad arguments, 1
@@ -18,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from regime_pg.cli import compute, db, demo, migrate, roles, sets, timeline
+from regime_pg.cli import bench, compute, db, demo, migrate, roles, sets, timeline
 from regime_pg.cli._common import CommandParser, configure_progress, run_handler
 
 
@@ -30,7 +31,7 @@ def build_parser() -> CommandParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (compute, migrate, db, demo, sets, timeline, roles):
+    for module in (compute, migrate, db, demo, sets, timeline, roles, bench):
         module.register(commands)
     for subparser in commands.choices.values():
         # also accepted after the subcommand; SUPPRESS keeps a --quiet given before it

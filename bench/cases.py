@@ -1,0 +1,560 @@
+"""B1..B6: each measured against its baseline in the same run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from psycopg.types.json import Jsonb
+
+from regime_pg.connection import Connection, vector_to_numpy
+
+from . import data
+from .server import BenchServer
+from .statements import bucket_bounds, explain, function_statements, plan_summary
+from .timing import paired, per_row, progress, ratio, summary, timed
+
+ONE_CORE = "SET max_parallel_workers_per_gather = 0"
+CLIENT_SQL = (
+    "SELECT regime_embedding FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s"
+)
+SERVER_SQL = "SELECT * FROM compute_regime_prototype(%s, %s, %s)"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes and repetitions of one run."""
+
+    mode: str
+    b1_regions: int = 20
+    b1_years: int = 30
+    b1_rounds: int = 300
+    big_rows: int = 1_000_000
+    heavy_rounds: int = 3
+    b5_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    b5_rounds: int = 40
+    seed: int = 20261125
+
+    @staticmethod
+    def for_mode(mode: str) -> Config:
+        if mode == "quick":
+            return Config("quick", b1_regions=4, b1_years=3, b1_rounds=40, big_rows=40_000,
+                          heavy_rounds=3, b5_sizes=(6_000, 20_000, 60_000), b5_rounds=15)
+        if mode == "full":
+            return Config("full", b5_sizes=(10_000, 100_000, 1_000_000, 10_000_000))
+        return Config("default")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bound_ratio(center: npt.NDArray[Any], exact: npt.NDArray[np.float64],
+                mean_abs: npt.NDArray[np.float64]) -> float:
+    """max_j |c_j - c*_j| / (1e-6 * mean_i |x_ij|): at most 1 meets the goal."""
+    err = np.abs(np.asarray(center, dtype=np.float64) - exact)
+    return float(np.max(err / (1e-6 * mean_abs)))
+
+
+def client_mean(conn: Connection, window: tuple[str, dt.date, dt.date]) -> npt.NDArray[Any]:
+    """The calibration script's client path: fetch the BYTEA rows, frombuffer each, mean."""
+    rows = conn.execute(CLIENT_SQL, window).fetchall()
+    return np.mean([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0)
+
+
+def client_mean_streamed(conn: Connection, window: tuple[str, dt.date, dt.date]
+                         ) -> npt.NDArray[np.float64]:
+    """The same for a million rows: a server-side cursor, 10,000 rows at a time, float64 sums."""
+    total = np.zeros(data.DIM, dtype=np.float64)
+    n = 0
+    with conn.transaction(), conn.cursor(name="bench_client") as cur:
+        cur.itersize = 10_000
+        cur.execute(CLIENT_SQL, window)
+        while batch := cur.fetchmany(10_000):
+            x = np.stack([np.frombuffer(r[0], dtype="<f4") for r in batch])
+            total += x.sum(axis=0, dtype=np.float64)
+            n += len(batch)
+    return total / n
+
+
+def server_center(conn: Connection, window: tuple[str, dt.date, dt.date]) -> npt.NDArray[Any]:
+    row = conn.execute(SERVER_SQL, window).fetchone()
+    assert row is not None
+    return vector_to_numpy(row[5])
+
+
+# --------------------------------------------------------------------------- B1
+
+
+def load_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    """20 regions x 30 years of business days, through the engine's path (trigger)."""
+    server.migrated_database("bench_b1")
+    rng = np.random.default_rng(cfg.seed)
+    first = dt.date(2024 - cfg.b1_years + 1, 1, 1)
+    per_region = len(data.business_days(first.toordinal(), cfg.b1_years * 262))
+    last = dt.date(2024, 12, 31).toordinal()
+    days = data.business_days(first.toordinal(), per_region)
+    days = days[days <= last]
+    seconds = 0.0
+    with server.connect("bench_b1") as conn:
+        for r in range(cfg.b1_regions):
+            x = data.embeddings(rng, len(days), rng.standard_normal(data.DIM).astype("<f4"))
+            took, _ = timed(lambda x=x, r=r: data.copy_through_trigger(conn, f"R{r:02d}", days, x))
+            seconds += took
+            progress(f"B1 data: region R{r:02d}: {len(days)} rows through the trigger "
+                     f"({took / len(days) * 1e3:.2f} ms/row)")
+        conn.execute("VACUUM ANALYZE regimes")
+        rows = conn.execute("SELECT count(*), count(embedding_vector) FROM regimes").fetchone()
+    assert rows is not None
+    return {"rows": rows[0], "converted": rows[1], "regions": cfg.b1_regions,
+            "years": cfg.b1_years, "path": "binary COPY of BYTEA only, trigger converts",
+            "trigger_ms_per_row": seconds / rows[0] * 1e3}
+
+
+def one_year_windows(cfg: Config, year: int) -> Iterator[tuple[str, dt.date, dt.date]]:
+    r = 0
+    while True:
+        yield f"R{r % cfg.b1_regions:02d}", dt.date(year, 1, 1), dt.date(year, 12, 31)
+        r += 7
+
+
+def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    progress("B1: one-year window, server function vs client path")
+    year = 2024 - cfg.b1_years // 2
+    with (server.connect("bench_b1") as srv, server.connect("bench_b1") as cli,
+          server.connect("bench_b1") as cli_bin):
+        windows = one_year_windows(cfg, year)
+        samples: dict[str, list[float]] = {"server": [], "client": [], "client_binary": []}
+        worst = 0.0
+        n_dates = []
+        binary = cli_bin.cursor(binary=True)
+
+        def client_binary(w: tuple[str, dt.date, dt.date]) -> Any:
+            rows = binary.execute(CLIENT_SQL, w).fetchall()
+            return np.mean([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0)
+
+        paths: dict[str, Callable[[tuple[str, dt.date, dt.date]], Any]] = {
+            "server": lambda w: server_center(srv, w),
+            "client": lambda w: client_mean(cli, w),
+            "client_binary": client_binary,
+        }
+        for _ in range(10):
+            w = next(windows)
+            for fn in paths.values():
+                fn(w)
+        for round_ in range(cfg.b1_rounds):
+            w = next(windows)
+            names = list(paths)
+            names = names[round_ % 3:] + names[:round_ % 3]
+            results = {}
+            for name in names:
+                took, results[name] = timed(lambda name=name, w=w: paths[name](w))
+                samples[name].append(took)
+            x = np.stack([np.frombuffer(r[0], dtype="<f4")
+                          for r in cli.execute(CLIENT_SQL, w).fetchall()]).astype(np.float64)
+            n_dates.append(len(x))
+            worst = max(worst, bound_ratio(results["server"], x.mean(axis=0),
+                                           np.abs(x).mean(axis=0)))
+    stats = {name: summary(values) for name, values in samples.items()}
+    return {
+        "window": f"one calendar year ({year}), {min(n_dates)}..{max(n_dates)} business days,"
+                  f" {cfg.b1_regions} regions in turn",
+        "server_ms": {k: v * 1e3 for k, v in stats["server"].items() if k != "samples"},
+        "client_ms": {k: v * 1e3 for k, v in stats["client"].items() if k != "samples"},
+        "client_binary_ms": {k: v * 1e3 for k, v in stats["client_binary"].items()
+                             if k != "samples"},
+        "speedup": ratio(stats["client"], stats["server"]),
+        "speedup_vs_binary_client": ratio(stats["client_binary"], stats["server"]),
+        "goal": 5.0,
+        "center_error_vs_bound": worst,
+        "samples_s": {k: v["samples"] for k, v in stats.items()},
+    }
+
+
+# --------------------------------------------------------------------------- big window
+
+
+@dataclass
+class BigWindow:
+    window: tuple[str, dt.date, dt.date]
+    rows: int
+    exact: npt.NDArray[np.float64]
+    mean_abs: npt.NDArray[np.float64]
+
+
+def load_big(server: BenchServer, cfg: Config) -> tuple[BigWindow, dict[str, Any]]:
+    """One region, BIG, with one row per calendar day: a window of cfg.big_rows rows."""
+    server.migrated_database("bench_big")
+    rng = np.random.default_rng(cfg.seed + 1)
+    offset = (rng.standard_normal(data.DIM) * 2).astype("<f4")
+    # four regimes, one per quarter of the window, for B4 to tell apart
+    shifts = (rng.standard_normal((4, data.DIM)) * 2).astype("<f4")
+    first = dt.date(500, 1, 1).toordinal()
+    total = np.zeros(data.DIM)
+    total_abs = np.zeros(data.DIM)
+    step = 100_000
+
+    def batches() -> Iterator[tuple[str, npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        nonlocal total, total_abs
+        for start in range(0, cfg.big_rows, step):
+            n = min(step, cfg.big_rows - start)
+            x = data.embeddings(rng, n, offset)
+            x += shifts[(np.arange(start, start + n) * 4) // cfg.big_rows]
+            total += x.sum(axis=0, dtype=np.float64)
+            total_abs += np.abs(x).sum(axis=0, dtype=np.float64)
+            progress(f"big window data: rows {start:,}..{start + n:,}")
+            yield "BIG", data.calendar_days(first + start, n), x
+
+    with server.connect("bench_big") as conn:
+        took, _ = timed(lambda: data.copy_batch_converted(conn, batches()))
+        check = data.verify_conversion(conn)
+        conn.execute("VACUUM ANALYZE regimes")
+    window = ("BIG", dt.date.fromordinal(first), dt.date.fromordinal(first + cfg.big_rows - 1))
+    progress(f"big window data: {cfg.big_rows:,} rows in {took:.0f} s; "
+             f"{check['checked']} sampled rows equal the trigger's conversion")
+    return (BigWindow(window, cfg.big_rows, total / cfg.big_rows, total_abs / cfg.big_rows),
+            {"rows": cfg.big_rows, "path": "batch-converted binary COPY (BYTEA + vector), "
+             "trigger disabled during the COPY", "verified_sample": check,
+             "load_s": took})
+
+
+def run_b2(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
+    progress(f"B2: window of {big.rows:,} rows, server vs client ({cfg.heavy_rounds} rounds)")
+    with (server.connect("bench_big") as srv, server.connect("bench_big") as one,
+          server.connect("bench_big") as cli):
+        one.execute(ONE_CORE)
+        stats = paired({
+            "server": lambda: server_center(srv, big.window),
+            "server_one_core": lambda: server_center(one, big.window),
+            "client": lambda: client_mean_streamed(cli, big.window),
+        }, repeats=cfg.heavy_rounds, warmup=1)
+        floors = paired({
+            "count_star": lambda: one.execute(
+                "SELECT count(*) FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s",
+                big.window).fetchone(),
+            "count_vector": lambda: one.execute(
+                "SELECT count(embedding_vector) FROM regimes"
+                " WHERE region = %s AND as_of_date BETWEEN %s AND %s", big.window).fetchone(),
+        }, repeats=cfg.heavy_rounds, warmup=1)
+        plan_count, _ = explain(one, "SELECT count(*) FROM regimes WHERE region = $1"
+                                " AND as_of_date BETWEEN $2 AND $3", big.window)
+    per = {name: per_row(s, big.rows) for name, s in {**stats, **floors}.items()}
+    return {
+        "rows": big.rows,
+        "us_per_row": per,
+        "speedup": ratio(stats["client"], stats["server"]),
+        "speedup_one_core": ratio(stats["client"], stats["server_one_core"]),
+        "server_one_core_vs_count_star": ratio(stats["server_one_core"], floors["count_star"]),
+        "server_one_core_vs_heap_scan": ratio(stats["server_one_core"], floors["count_vector"]),
+        "count_star_plan": plan_summary(plan_count)["nodes"],
+        "goal": 15.0,
+        "client_path": "server-side cursor, 10,000 BYTEA rows a fetch, numpy.frombuffer "
+                       "each, float64 sums (fetchall of 1M rows would need ~6 GB)",
+        "samples_s": {k: v["samples"] for k, v in {**stats, **floors}.items()},
+    }
+
+
+def run_b3(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
+    progress("B3: accuracy and us/row of avg(vector), sum(vector), the two-level centroid")
+    _, start, end = big.window
+    n_buckets = (end - start).days // 15 + 1
+    bounds = bucket_bounds(start, end)
+    with server.connect("bench_big") as one, server.connect("bench_big") as par:
+        one.execute(ONE_CORE)
+        where = "FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s"
+        stats = paired({
+            "avg": lambda: one.execute(f"SELECT avg(embedding_vector) {where}",
+                                       big.window).fetchone(),
+            "sum": lambda: one.execute(f"SELECT sum(embedding_vector) {where}",
+                                       big.window).fetchone(),
+            "two_level": lambda: one.execute(
+                "SELECT * FROM regime_window_bucket_sums(%s, %s, %s, 0, %s)",
+                (*big.window, n_buckets - 1)).fetchone(),
+            "heap_scan": lambda: one.execute(f"SELECT count(embedding_vector) {where}",
+                                             big.window).fetchone(),
+        }, repeats=cfg.heavy_rounds, warmup=1)
+        avg_row = one.execute(f"SELECT avg(embedding_vector) {where}", big.window).fetchone()
+        sum_row = one.execute(f"SELECT sum(embedding_vector) {where}", big.window).fetchone()
+        serial = server_center(one, big.window)
+        parallel = server_center(par, big.window)
+        statements = function_statements(one)
+        plans: dict[str, Any] = {}
+        for name, conn in (("one_core", one), ("parallel", par)):
+            conn.execute("SET plan_cache_mode = force_custom_plan")
+            nodes, text = explain(conn, statements["parts"], (*big.window, bounds))
+            plans[f"parts_{name}"] = {**plan_summary(nodes), "text": text}
+            nodes, text = explain(conn, statements["dispersion"], (*big.window, serial))
+            plans[f"dispersion_{name}"] = {**plan_summary(nodes), "text": text}
+        nodes, text = explain(one, statements["buckets"],
+                              (*big.window, 0, min(n_buckets - 1, 24)))
+        plans["buckets_one_part"] = {**plan_summary(nodes), "text": text}
+    assert avg_row is not None and sum_row is not None
+    errors = {
+        "avg": bound_ratio(vector_to_numpy(avg_row[0]), big.exact, big.mean_abs),
+        "sum": bound_ratio(vector_to_numpy(sum_row[0]).astype(np.float64) / big.rows,
+                           big.exact, big.mean_abs),
+        "two_level": bound_ratio(serial, big.exact, big.mean_abs),
+    }
+    return {
+        "rows": big.rows,
+        "us_per_row_one_core": {k: per_row(v, big.rows) for k, v in stats.items()},
+        "two_level_vs_sum": ratio(stats["two_level"], stats["sum"]),
+        "avg_vs_two_level": ratio(stats["avg"], stats["two_level"]),
+        "error_vs_bound": errors,
+        "same_bits_serial_and_parallel": bool(np.array_equal(serial, parallel)),
+        "goal_us_per_row": 1.0,
+        "plans": plans,
+        "samples_s": {k: v["samples"] for k, v in stats.items()},
+    }
+
+
+# --------------------------------------------------------------------------- B4
+
+
+B4_LABELS = ("CALM", "CARRY", "CRISIS", "RISK_OFF")
+
+
+def b4_windows(big: BigWindow) -> dict[str, dict[str, str]]:
+    """One calibration window in the middle of each quarter of the big window (its regime)."""
+    first = big.window[1].toordinal()
+    span = min(3650, big.rows // 10)
+    out = {}
+    for q, label in enumerate(B4_LABELS):
+        start = first + (2 * q + 1) * big.rows // 8 - span // 2
+        out[label] = {"start_date": str(dt.date.fromordinal(start)),
+                      "end_date": str(dt.date.fromordinal(start + span - 1))}
+    return out
+
+
+def plain_classify_sql(labels: list[str]) -> str:
+    """Nearest of the set's prototypes and its softmax confidence, with pgvector's <->."""
+    cols = ", ".join(f"r.embedding_vector <-> c.c{i} AS d{i}" for i in range(len(labels)))
+    centers = ", ".join(
+        f"(SELECT m.center FROM regime_prototype_set_members AS m"
+        f" WHERE m.set_name = %(set)s AND m.label = '{label}') AS c{i}"
+        for i, label in enumerate(labels))
+    least = ", ".join(f"d.d{i}" for i in range(len(labels)))
+    label = " ".join(f"WHEN q.d{i} THEN '{lab}'" for i, lab in enumerate(labels))
+    terms = " + ".join(
+        f"CASE WHEN (q.d{i} - q.m) / %(t)s > 700 THEN 0 ELSE exp(-(q.d{i} - q.m) / %(t)s) END"
+        for i in range(len(labels)))
+    return f"""
+        SELECT q.as_of_date, CASE q.m {label} END AS label, 1 / ({terms}) AS confidence
+          FROM (SELECT d.*, least({least}) AS m
+                  FROM (SELECT r.as_of_date, {cols}
+                          FROM regimes AS r, (SELECT {centers}) AS c
+                         WHERE r.region = %(region)s
+                           AND r.as_of_date BETWEEN %(start)s AND %(end)s
+                           AND r.embedding_vector IS NOT NULL) AS d) AS q
+    """
+
+
+def run_b4(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
+    progress(f"B4: classify {big.rows:,} stored embeddings against 4 prototypes")
+    region, start, end = big.window
+    windows = b4_windows(big)
+    with server.connect("bench_big") as conn:
+        took, _ = timed(lambda: conn.execute(
+            "SELECT name FROM save_regime_prototype_set('bench-4', %s, %s, 1.0)",
+            (region, Jsonb(windows))).fetchone())
+        members = conn.execute(
+            "SELECT label, center FROM regime_prototype_set_members"
+            " WHERE set_name = 'bench-4' ORDER BY label").fetchall()
+    labels = [str(m[0]) for m in members]
+    centers = np.stack([vector_to_numpy(m[1]) for m in members]).astype(np.float64)
+    plain = plain_classify_sql(labels)
+    params = {"set": "bench-4", "t": 1.0, "region": region, "start": start, "end": end}
+
+    def numpy_classify(conn: Connection) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        out_labels, out_conf = [], []
+        with conn.transaction(), conn.cursor(name="bench_classify") as cur:
+            cur.execute(CLIENT_SQL, big.window)
+            while batch := cur.fetchmany(10_000):
+                x = np.stack([np.frombuffer(r[0], dtype="<f4") for r in batch]).astype(np.float64)
+                d = np.sqrt(((x[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2))
+                z = d - d.min(axis=1, keepdims=True)
+                out_labels.append(d.argmin(axis=1))
+                out_conf.append(1.0 / np.exp(-z).sum(axis=1))
+        return np.concatenate(out_labels), np.concatenate(out_conf)
+
+    with (server.connect("bench_big") as sql_conn, server.connect("bench_big") as plain_conn,
+          server.connect("bench_big") as cli):
+        stats = paired({
+            "classify_regimes": lambda: sql_conn.execute(
+                "SELECT as_of_date, label, confidence, distances"
+                " FROM classify_regimes(%s, %s, %s, 'bench-4')", big.window).fetchall(),
+            "plain_sql": lambda: plain_conn.execute(plain, params).fetchall(),
+            "numpy": lambda: numpy_classify(cli),
+        }, repeats=cfg.heavy_rounds, warmup=0)
+        sql_rows = sql_conn.execute(
+            "SELECT raw_label FROM classify_regimes(%s, %s, %s, 'bench-4')"
+            " ORDER BY as_of_date", big.window).fetchall()
+        np_labels, _ = numpy_classify(cli)
+    agree = float(np.mean([labels[i] == r[0] for i, r in zip(np_labels, sql_rows,
+                                                               strict=True)]))
+    rows_per_s = {k: big.rows / v["median"] for k, v in stats.items()}
+    return {
+        "rows": big.rows,
+        "prototypes": labels,
+        "save_set_s": took,
+        "rows_per_s": rows_per_s,
+        "us_per_row": {k: per_row(v, big.rows) for k, v in stats.items()},
+        "speedup_classify_regimes": ratio(stats["numpy"], stats["classify_regimes"]),
+        "speedup_plain_sql": ratio(stats["numpy"], stats["plain_sql"]),
+        "labels_agree_with_numpy": agree,
+        "goal": 10.0,
+        "samples_s": {k: v["samples"] for k, v in stats.items()},
+    }
+
+
+# --------------------------------------------------------------------------- B5
+
+
+def run_b5(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    """All sizes loaded first, then measured in the same interleaved rounds."""
+    progress(f"B5: one-year window latency at table sizes {list(cfg.b5_sizes)}")
+    server.migrated_database("bench_template")
+    rng = np.random.default_rng(cfg.seed + 5)
+    pool = data.embeddings(rng, 20_000, np.zeros(data.DIM, dtype="<f4"))
+    first = dt.date(1995, 1, 2).toordinal()
+    window = ("R07", dt.date(1995, 1, 1), dt.date(1995, 12, 31))
+    tables: dict[int, dict[str, Any]] = {}
+    for size in cfg.b5_sizes:
+        name = f"bench_b5_{size}"
+        server.create_database(name, template="bench_template")
+        per_region = size // 20
+
+        def batches(per_region: int = per_region
+                    ) -> Iterator[tuple[str, npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+            days = data.business_days(first, per_region)
+            for r in range(20):
+                for start in range(0, per_region, 100_000):
+                    part = days[start:start + 100_000]
+                    idx = (np.arange(len(part)) * 7 + r * 1_001 + start) % len(pool)
+                    yield f"R{r:02d}", part, pool[idx]
+
+        with server.connect(name) as conn:
+            took, loaded = timed(lambda conn=conn, batches=batches: data.copy_batch_converted(
+                conn, batches()))
+            check = data.verify_conversion(conn)
+            conn.execute("VACUUM ANALYZE regimes")
+            size_mb = conn.execute(
+                "SELECT pg_total_relation_size('regimes') / 1048576.0").fetchone()
+        assert size_mb is not None
+        tables[size] = {"name": name, "rows": loaded, "mb": float(size_mb[0]), "check": check}
+        progress(f"B5: {loaded:,} rows loaded in {took:.0f} s")
+    progress(f"B5: measuring all sizes in {cfg.b5_rounds} interleaved rounds")
+    conns: list[Connection] = []
+    try:
+        fns: dict[str, Callable[[], Any]] = {}
+        for size, table in tables.items():
+            srv, cli = server.connect(table["name"]), server.connect(table["name"])
+            conns += [srv, cli]
+            fns[f"server_{size}"] = lambda srv=srv: server_center(srv, window)
+            fns[f"client_{size}"] = lambda cli=cli: client_mean(cli, window)
+        stats = paired(fns, repeats=cfg.b5_rounds, warmup=5)
+        results = []
+        for size, table in tables.items():
+            srv = conns[2 * list(tables).index(size)]
+            nodes, _ = explain(srv, function_statements(srv)["buckets"],
+                               (*window, 0, (window[2] - window[1]).days // 15))
+            n_dates = srv.execute("SELECT n_dates FROM compute_regime_prototype(%s, %s, %s)",
+                                  window).fetchone()
+            assert n_dates is not None
+            plan = plan_summary(nodes)
+            server_s, client_s = stats[f"server_{size}"], stats[f"client_{size}"]
+            results.append({
+                "table_rows": table["rows"],
+                "table_mb": table["mb"],
+                "window_rows": int(n_dates[0]),
+                "server_ms": {k: v * 1e3 for k, v in server_s.items() if k != "samples"},
+                "client_ms": {k: v * 1e3 for k, v in client_s.items() if k != "samples"},
+                "speedup": ratio(client_s, server_s),
+                "centroid_buffers": plan["shared_hit"] + plan["shared_read"],
+                "verified_sample": table["check"],
+                "samples_s": {"server": server_s["samples"], "client": client_s["samples"]},
+            })
+    finally:
+        for conn in conns:
+            conn.close()
+    for table in tables.values():
+        server.create_database(table["name"])  # empty it again: the disk is shared
+    medians = [r["server_ms"]["median"] for r in results]
+    return {
+        "window": "region R07, 1995 (260 business days); 20 regions per table",
+        "sizes": results,
+        "largest_over_smallest_median": medians[-1] / medians[0],
+        "max_over_min_median": max(medians) / min(medians),
+        "vectors": "a pool of 20,000 random vectors, cycled (values do not change the cost)",
+    }
+
+
+# --------------------------------------------------------------------------- B6
+
+
+def toast_blocks(conn: Connection) -> int:
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT coalesce(toast_blks_read, 0) + coalesce(toast_blks_hit, 0)"
+        "  FROM pg_statio_user_tables WHERE relname = 'regimes'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def run_b6(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    progress("B6: buffers per window row on the centroid path, TOAST reads")
+    year = 2024 - cfg.b1_years // 2
+    window = (f"R{7 % cfg.b1_regions:02d}", dt.date(year, 1, 1), dt.date(year, 12, 31))
+    calls = 20
+    with server.connect("bench_b1") as conn:
+        statements = function_statements(conn)
+        center = server_center(conn, window)
+        n_buckets = (window[2] - window[1]).days // 15 + 1
+        bucket_nodes, bucket_text = explain(conn, statements["buckets"],
+                                            (*window, 0, n_buckets - 1))
+        disp_nodes, disp_text = explain(conn, statements["dispersion"], (*window, center))
+        pages = conn.execute(
+            "SELECT count(*), count(DISTINCT (ctid::text::point)[0])"
+            "  FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s",
+            window).fetchone()
+        before = toast_blocks(conn)
+        for _ in range(calls):
+            server_center(conn, window)
+        after_server = toast_blocks(conn)
+        for _ in range(calls):
+            client_mean(conn, window)
+        after_client = toast_blocks(conn)
+    assert pages is not None
+    rows, heap_pages = int(pages[0]), int(pages[1])
+    bucket = plan_summary(bucket_nodes)
+    disp = plan_summary(disp_nodes)
+    return {
+        "window": f"{window[0]} {year}",
+        "window_rows": rows,
+        "heap_pages_of_window": heap_pages,
+        "centroid_buffers": bucket["shared_hit"] + bucket["shared_read"],
+        "centroid_buffers_per_row": (bucket["shared_hit"] + bucket["shared_read"]) / rows,
+        "dispersion_buffers": disp["shared_hit"] + disp["shared_read"],
+        "dispersion_buffers_per_row": (disp["shared_hit"] + disp["shared_read"]) / rows,
+        "toast_blocks_per_server_call": (after_server - before) / calls,
+        "toast_blocks_per_client_call": (after_client - after_server) / calls,
+        "plans": {"centroid": bucket_text, "dispersion": disp_text},
+    }
+
+
+def finite(value: Any) -> Any:
+    """JSON-safe: NaN and infinities as None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return finite(value.item())
+    return value

@@ -1,0 +1,172 @@
+"""results.json, results.md and scaling.png from one run's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .cases import finite
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite(results), indent=2, sort_keys=False) + "\n",
+                    encoding="utf-8")
+
+
+def _x(r: dict[str, Any]) -> str:
+    """A ratio as 'median x (round range min..max)'."""
+    return f"{r['median']:.1f}x ({r['round_min']:.1f}..{r['round_max']:.1f})"
+
+
+def _us(d: dict[str, float]) -> str:
+    return f"{d['median']:.2f} ({d['min']:.2f}..{d['max']:.2f})"
+
+
+def _ms(d: dict[str, float]) -> str:
+    return f"{d['median']:.3f} ({d['min']:.3f}..{d['max']:.3f})"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    pg = meta["environment"]["postgresql"]
+    b1, b2, b3, b4, b5, b6 = (results[k] for k in ("b1", "b2", "b3", "b4", "b5", "b6"))
+    two = b3["us_per_row_one_core"]["two_level"]
+    lines = [
+        f"# regime-pg benchmark ({meta['mode']} run, {meta['started']})",
+        "",
+        f"PostgreSQL {pg['server_version']} (embedded, its own data directory), pgvector "
+        f"{meta['environment']['pgvector']}, regime-pg revision "
+        f"{meta['environment']['regime_pg_revision']}; {meta['environment']['cpus']} CPUs, "
+        f"load average {meta['load_before'][0]:.1f} before and "
+        f"{meta['load_after'][0]:.1f} after the run (a shared machine); shared_buffers "
+        f"{pg['shared_buffers']}, work_mem {pg['work_mem']}, "
+        f"max_parallel_workers_per_gather {pg['max_parallel_workers_per_gather']}.",
+        "",
+        "Every ratio is measured in the same run as its baseline, in interleaved rounds; "
+        "figures are medians, with (min..max) over the rounds.",
+        "",
+        "| benchmark | regime-pg | baseline | result | goal | |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| B1 latency, one-year window | "
+        f"`compute_regime_prototype` {_ms(b1['server_ms'])} ms | client path "
+        f"{_ms(b1['client_ms'])} ms | {_x(b1['speedup'])} | >= 5x | "
+        f"{_met(b1['speedup']['median'] >= 5)} |",
+        f"| B2 throughput, {b2['rows']:,}-row window | server "
+        f"{_us(b2['us_per_row']['server'])} us/row | client "
+        f"{_us(b2['us_per_row']['client'])} us/row | {_x(b2['speedup'])} | >= 15x | "
+        f"{_met(b2['speedup']['median'] >= 15)} |",
+        f"| B2 on one core | server {_us(b2['us_per_row']['server_one_core'])} us/row | "
+        f"scan floor: count(*) {_us(b2['us_per_row']['count_star'])}, heap scan "
+        f"{_us(b2['us_per_row']['count_vector'])} us/row | "
+        f"{b2['server_one_core_vs_heap_scan']['median']:.1f}x the heap scan | | |",
+        f"| B3 centroid, one core | two-level {_us(two)} us/row, error "
+        f"{b3['error_vs_bound']['two_level']:.3f} of the bound | avg(vector) "
+        f"{_us(b3['us_per_row_one_core']['avg'])} us/row (error "
+        f"{b3['error_vs_bound']['avg']:.3f}); sum(vector) "
+        f"{_us(b3['us_per_row_one_core']['sum'])} us/row (error "
+        f"{b3['error_vs_bound']['sum']:.1f}) | {_x(b3['avg_vs_two_level'])} faster than avg | "
+        f"<= 1 us/row, error <= 1 | {_met(two['median'] <= 1.0)} (time), "
+        f"{_met(b3['error_vs_bound']['two_level'] <= 1.0)} (error) |",
+        f"| B4 classification, {b4['rows']:,} rows x 4 prototypes | `classify_regimes` "
+        f"{b4['rows_per_s']['classify_regimes']:,.0f} rows/s; plain `<->` SQL "
+        f"{b4['rows_per_s']['plain_sql']:,.0f} rows/s | numpy client "
+        f"{b4['rows_per_s']['numpy']:,.0f} rows/s | {_x(b4['speedup_classify_regimes'])} "
+        f"(classify_regimes), {_x(b4['speedup_plain_sql'])} (plain SQL) | >= 10x | "
+        f"{_met(b4['speedup_classify_regimes']['median'] >= 10)} |",
+        f"| B5 scaling, one-year window | median latency {b5['largest_over_smallest_median']:.2f}x"
+        f" from {b5['sizes'][0]['table_rows']:,} to {b5['sizes'][-1]['table_rows']:,} rows "
+        f"(slowest/fastest size {b5['max_over_min_median']:.2f}x) | | see below | flat | "
+        f"{_met(b5['max_over_min_median'] < 1.5)} |",
+        f"| B6 storage, one-year window | {b6['centroid_buffers_per_row']:.2f} buffers/row "
+        f"(centroid), {b6['dispersion_buffers_per_row']:.2f} (dispersion), TOAST blocks per "
+        f"call {b6['toast_blocks_per_server_call']:.1f} | client path: "
+        f"{b6['toast_blocks_per_client_call']:.0f} TOAST blocks per call | | no TOAST | "
+        f"{_met(b6['toast_blocks_per_server_call'] == 0)} |",
+        "",
+        "## B5: latency against table size",
+        "",
+        "| table rows | table MB | window rows | server ms | client ms | speedup | "
+        "centroid buffers |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in b5["sizes"]:
+        lines.append(
+            f"| {s['table_rows']:,} | {s['table_mb']:,.0f} | {s['window_rows']} | "
+            f"{_ms(s['server_ms'])} | {_ms(s['client_ms'])} | {_x(s['speedup'])} | "
+            f"{s['centroid_buffers']} |")
+    plans = b3["plans"]
+    lines += [
+        "",
+        "![B5 scaling](scaling.png)",
+        "",
+        "## B3: plans of the long window",
+        "",
+        f"Centre bits equal serially and with parallel workers: "
+        f"{b3['same_bits_serial_and_parallel']}.",
+        "",
+    ]
+    for key in ("parts_parallel", "dispersion_parallel", "parts_one_core", "buckets_one_part"):
+        p = plans[key]
+        lines += [
+            f"`{key}`: workers planned {p['workers_planned']}, launched "
+            f"{p['workers_launched']}, parallel append {p['parallel_append']}, partial "
+            f"aggregate {p['partial_aggregate']}, {p['execution_ms']:.0f} ms",
+            "",
+            "```text",
+            p["text"],
+            "```",
+            "",
+        ]
+    lines += [
+        "## Data",
+        "",
+        f"- B1: {results['data']['b1']['rows']:,} rows ({b1['window']}), "
+        f"{results['data']['b1']['path']} "
+        f"({results['data']['b1']['trigger_ms_per_row']:.2f} ms/row).",
+        f"- B2-B4: {results['data']['big']['rows']:,} rows in one region, one per calendar "
+        f"day, {results['data']['big']['path']}; a sample of "
+        f"{results['data']['big']['verified_sample']['checked']} rows equals the trigger's "
+        "conversion bit for bit.",
+        f"- B5: {b5['window']}; {b5['vectors']}.",
+        f"- B2 client path: {b2['client_path']}.",
+        "",
+        f"Reproduce: `python -m bench` (this run: {meta['elapsed_s'] / 60:.1f} minutes in "
+        f"{meta['mode']} mode; `--quick` takes under a minute here), `python -m bench --full` "
+        "(adds a 10M-row table to B5: about 35 GB of disk and an hour).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """B5: one-year-window latency against table size, server and client paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = results["b5"]["sizes"]
+    x = [s["table_rows"] for s in sizes]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for key, label, marker in (("server_ms", "compute_regime_prototype (server)", "o"),
+                               ("client_ms", "client path (BYTEA + numpy)", "s")):
+        med = [s[key]["median"] for s in sizes]
+        low = [m - s[key]["min"] for m, s in zip(med, sizes, strict=True)]
+        high = [s[key]["max"] - m for m, s in zip(med, sizes, strict=True)]
+        ax.errorbar(x, med, yerr=[low, high], marker=marker, capsize=4, label=label)
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("rows in regimes (20 regions)")
+    ax.set_ylabel("one-year window latency, ms (median, min..max)")
+    ax.set_title("B5: latency follows the window, not the table")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,122 @@
+"""The benchmark's own embedded PostgreSQL, in a temporary directory.
+
+Never the user's default server: the data directory is always given
+explicitly, and removed at the end unless ``--keep`` asks otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from regime_pg import embedded, migrate
+from regime_pg.connection import Connection, use_vector_types
+
+from .timing import progress
+
+
+@dataclass(frozen=True)
+class BenchServer:
+    admin_dsn: str
+    data_dir: Path
+    major: int
+
+    def dsn(self, database: str) -> str:
+        return psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=database)
+
+    def create_database(self, name: str, template: str = "template0") -> str:
+        """A fresh database (dropped first if it exists); its DSN."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        return self.dsn(name)
+
+    def migrated_database(self, name: str) -> str:
+        """A fresh database migrated to head; its DSN."""
+        dsn = self.create_database(name)
+        migrate.upgrade(dsn)
+        return dsn
+
+    def connect(self, database: str) -> Connection:
+        conn = psycopg.connect(self.dsn(database), autocommit=True)
+        use_vector_types(conn)
+        conn.add_notice_handler(lambda diag: None)
+        return conn
+
+    def environment(self, database: str) -> dict[str, Any]:
+        """Server version and the settings that shape the figures."""
+        names = [
+            "server_version", "shared_buffers", "work_mem", "hash_mem_multiplier",
+            "effective_cache_size", "max_parallel_workers_per_gather", "max_parallel_workers",
+            "max_worker_processes", "jit", "random_page_cost",
+        ]
+        with self.connect(database) as conn:
+            settings = dict(
+                conn.execute(
+                    "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
+                    (names,),
+                ).fetchall()
+            )
+            vector = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()
+            revision = conn.execute(
+                "SELECT version_num FROM regime_pg_alembic_version"
+            ).fetchone()
+        return {
+            "postgresql": settings,
+            "pgvector": vector[0] if vector else None,
+            "regime_pg_revision": revision[0] if revision else None,
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+
+
+@contextmanager
+def bench_server(major: int, data_dir: Path | None, keep: bool,
+                 shared_buffers: str | None = None) -> Iterator[BenchServer]:
+    """Start the benchmark's server; stop it (and remove its directory) afterwards.
+
+    ``shared_buffers``: set it (ALTER SYSTEM, then a restart) instead of keeping
+    the embedded server's default (128MB).
+    """
+    owned = data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="regime-pg-bench-")) if data_dir is None else data_dir
+    pgdata = root / "pgdata" if owned else root
+    progress(f"starting embedded PostgreSQL {major} in {pgdata}")
+    dsn = embedded.start(data_dir=pgdata, major=major)
+    if shared_buffers:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(
+                sql.Literal(shared_buffers)))
+        embedded.stop(data_dir=pgdata)
+        dsn = embedded.start(data_dir=pgdata, major=major)
+        progress(f"restarted with shared_buffers = {shared_buffers}")
+    try:
+        yield BenchServer(dsn, pgdata, major)
+    finally:
+        if keep:
+            progress(f"server left running in {pgdata} (--keep): {dsn}")
+        else:
+            progress("stopping the benchmark's server")
+            embedded.stop(data_dir=pgdata)
+            if owned:
+                shutil.rmtree(root, ignore_errors=True)
