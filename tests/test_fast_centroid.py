@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import re
 import struct
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,12 +96,20 @@ def copy_vectors(
         np.dtype(
             [
                 ("nfields", ">i2"),
-                ("id_len", ">i4"), ("id", f"S{len(prefix) + 10}"),
-                ("date_len", ">i4"), ("date", ">i4"),
-                ("region_len", ">i4"), ("region", f"S{len(region)}"),
-                ("label_len", ">i4"), ("label", "S7"),
-                ("conf_len", ">i4"), ("conf", ">f8"),
-                ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (DIM,)),
+                ("id_len", ">i4"),
+                ("id", f"S{len(prefix) + 10}"),
+                ("date_len", ">i4"),
+                ("date", ">i4"),
+                ("region_len", ">i4"),
+                ("region", f"S{len(region)}"),
+                ("label_len", ">i4"),
+                ("label", "S7"),
+                ("conf_len", ">i4"),
+                ("conf", ">f8"),
+                ("vec_len", ">i4"),
+                ("dim", ">i2"),
+                ("unused", ">i2"),
+                ("vec", ">f4", (DIM,)),
             ]
         ),
     )
@@ -208,10 +215,14 @@ def test_parallel_workers_give_the_same_bits(adv: Adversarial) -> None:
         parallel = prototype(conn, "ADV", adv.dates[0], adv.dates[-1])
         rows = conn.execute(
             "SELECT label, n_dates FROM compute_regime_prototypes('ADV', %s)",
-            (json.dumps({
-                "ALL": {"start_date": str(adv.dates[0]), "end_date": str(adv.dates[-1])},
-                "YEAR": {"start_date": str(ONE_YEAR[0]), "end_date": str(ONE_YEAR[1])},
-            }),),
+            (
+                json.dumps(
+                    {
+                        "ALL": {"start_date": str(adv.dates[0]), "end_date": str(adv.dates[-1])},
+                        "YEAR": {"start_date": str(ONE_YEAR[0]), "end_date": str(ONE_YEAR[1])},
+                    }
+                ),
+            ),
         ).fetchall()
     assert parallel[:2] == serial[:2] and parallel[3:6] == serial[3:6]
     assert np.array_equal(vector_to_numpy(parallel[2]), vector_to_numpy(serial[2]))
@@ -227,8 +238,10 @@ def test_scan_order_changes_no_bit(db: str) -> None:
     order = rng.permutation(len(days))  # physical order != date order
     x = (rng.standard_normal((len(days), DIM)) * 3 + 1).astype("<f4")
     t0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    windows = [(dt.date(2016, 1, 1), dt.date(2016, 12, 31)),  # cached plans
-               (dt.date(2010, 1, 1), dt.date(2025, 12, 31))]  # >= 4096 days: parts
+    windows = [
+        (dt.date(2016, 1, 1), dt.date(2016, 12, 31)),  # cached plans
+        (dt.date(2010, 1, 1), dt.date(2025, 12, 31)),
+    ]  # >= 4096 days: parts
     plans = {
         "sequential": ["enable_indexscan", "enable_bitmapscan"],
         "index": ["enable_seqscan", "enable_bitmapscan"],
@@ -271,21 +284,28 @@ def function_statements(conn: Connection) -> dict[str, str]:
     So the plans below are those of the statements the functions run:
     $1 region, $2 start, $3 end, then the statement's own variables.
     """
-    sources = dict(conn.execute(
-        "SELECT proname, prosrc FROM pg_proc"
-        " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_sums')"
-    ).fetchall())
+    sources = dict(
+        conn.execute(
+            "SELECT proname, prosrc FROM pg_proc"
+            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_sums')"
+        ).fetchall()
+    )
     window = {"p_region": "$1", "p_start": "$2::date", "p_end": "$3::date"}
-    width = re.search(r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);",
-                      sources["regime_window_bucket_sums"])
+    width = re.search(
+        r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);", sources["regime_window_bucket_sums"]
+    )
     assert width
     return {
         "buckets": statement(
             sources["regime_window_bucket_sums"],
             r"SELECT coalesce\(sum\(b\.n_usable\).*?AS b;",
             r"\bINTO\b.*?\bdirty\b",
-            {**window, "p_first": "$4::integer", "p_last": "$5::integer",
-             "bucket_days": width.group(1)},
+            {
+                **window,
+                "p_first": "$4::integer",
+                "p_last": "$5::integer",
+                "bucket_days": width.group(1),
+            },
         ),
         "parts": statement(
             sources["regime_prototype_compute"],
@@ -313,9 +333,11 @@ def explain(conn: Connection, text: str, params: tuple[object, ...]) -> list[dic
     conn.execute(f"PREPARE {name} AS {text}")
     placeholders = ", ".join(["%s"] * len(params))
     # client-side binding: EXECUTE's arguments are literals, typed by the statement
-    row = psycopg.ClientCursor(conn).execute(
-        f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({placeholders})", params
-    ).fetchone()
+    row = (
+        psycopg.ClientCursor(conn)
+        .execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({placeholders})", params)
+        .fetchone()
+    )
     assert row is not None
     return list(plan_nodes(row[0][0]["Plan"]))
 
@@ -344,40 +366,6 @@ def test_long_window_statements_get_parallel_workers(adv: Adversarial) -> None:
     # one index range scan per bucket, in date order: no sort, no hash table
     types = {n["Node Type"] for n in buckets}
     assert {"Nested Loop", "Index Scan"} <= types and not types & {"Sort", "Hash", "Gather"}
-
-
-def test_the_function_itself_launches_workers(adv: Adversarial) -> None:
-    """PostgreSQL 18 counts launched parallel workers per database: the call launched some."""
-    with connect(adv.dsn) as conn:
-        has_counter = conn.execute(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pg_stat_database'::regclass"
-            " AND attname = 'parallel_workers_launched'"
-        ).fetchone()
-        if not has_counter or has_counter[0] == 0:
-            pytest.skip("pg_stat_database.parallel_workers_launched is new in PostgreSQL 18")
-
-        def launched() -> int:
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            value = conn.execute(
-                "SELECT parallel_workers_launched FROM pg_stat_database"
-                " WHERE datname = current_database()"
-            ).fetchone()
-            assert value is not None
-            return int(value[0])
-
-        for setting in FORCE_PARALLEL:
-            conn.execute(setting)
-        # A launch also needs a free worker slot and the counter a stats flush:
-        # a few calls, and at least one of them must have launched workers.
-        before = launched()
-        for _ in range(10):
-            prototype(conn, "ADV", adv.dates[0], adv.dates[-1])
-            time.sleep(0.5)
-            if launched() > before:
-                break
-        after = launched()
-    assert after > before
 
 
 PARALLEL_SAFE_ROUTINES = (
@@ -554,8 +542,13 @@ def insert_engine_rows(
             " regime_embedding, confidence, created_at)"
             " VALUES (%s, %s, %s, 'NEUTRAL', %s, 0.5, %s)",
             [
-                (rid, day, region,
-                 payload.tobytes() if isinstance(payload, np.ndarray) else payload, created)
+                (
+                    rid,
+                    day,
+                    region,
+                    payload.tobytes() if isinstance(payload, np.ndarray) else payload,
+                    created,
+                )
                 for rid, (region, day, payload, created) in zip(ids, rows, strict=True)
             ],
         )
@@ -579,16 +572,24 @@ def test_same_results_as_the_v1_definitions(db: str) -> None:
     with connect(db) as conn:
         again = results(conn)
     latest = expected_usable(rows, ids)
-    windows = [*V1_WINDOWS, *(("A", dt.date.fromisoformat(w["start_date"]),
-                               dt.date.fromisoformat(w["end_date"]))
-                              for _, w in sorted(V1_DOCUMENT.items())), None]
+    windows = [
+        *V1_WINDOWS,
+        *(
+            ("A", dt.date.fromisoformat(w["start_date"]), dt.date.fromisoformat(w["end_date"]))
+            for _, w in sorted(V1_DOCUMENT.items())
+        ),
+        None,
+    ]
     assert len(v2) == len(v1) == len(again) == len(windows)
     for window, new, old, newer in zip(windows, v2, v1, again, strict=True):
         usable = None
         if window is not None:
             region, start, end = window
-            picked = [v for (r, d), v in sorted(latest.items(), key=lambda kv: kv[0][1])
-                      if r == region and start <= d <= end and v is not None]
+            picked = [
+                v
+                for (r, d), v in sorted(latest.items(), key=lambda kv: kv[0][1])
+                if r == region and start <= d <= end and v is not None
+            ]
             usable = np.array(picked) if picked else None
         assert_same(new, old, usable)
         assert newer == new  # deterministic
@@ -611,8 +612,10 @@ def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
     migrate.upgrade(empty_db)
     with psycopg.connect(empty_db) as conn:
         names = {r[0] for r in conn.execute(query).fetchall()}
-    assert {"regime_prototype_compute(text,text,date,date)",
-            "regime_prototype_compute_custom_plans(text,text,date,date)"} <= names
+    assert {
+        "regime_prototype_compute(text,text,date,date)",
+        "regime_prototype_compute_custom_plans(text,text,date,date)",
+    } <= names
     migrate.downgrade(empty_db, "0008")
     with psycopg.connect(empty_db) as conn:
         after = conn.execute(query).fetchall()
