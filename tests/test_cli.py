@@ -24,12 +24,12 @@ import psycopg
 import pytest
 
 from regime_pg import embedded
-from regime_pg.cli import main
 from regime_pg.client import compute_prototypes, prototypes_document
 from regime_pg.connection import connect
 from regime_pg.document import PrototypeDocument
 from regime_pg.migrate import current_revision, head_revision
 from regime_pg.prototypes import DateWindow, RegimeLabel
+from tests.cli_support import Result, cli
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -39,9 +39,16 @@ SUBPROCESS_TIMEOUT_S = 300  # a hang guard only, never asserted as a duration
 
 # The calibration script's flags, exactly as its users type them (plus --output F).
 CALIBRATION_FLAGS = [
-    "--region", "US",
-    "--neutral-start", "2018-01-01", "--neutral-end", "2018-12-31",
-    "--crisis-start", "2020-03-01", "--crisis-end", "2020-04-30",
+    "--region",
+    "US",
+    "--neutral-start",
+    "2018-01-01",
+    "--neutral-end",
+    "2018-12-31",
+    "--crisis-start",
+    "2020-03-01",
+    "--crisis-end",
+    "2020-04-30",
 ]
 CALIBRATION_WINDOWS = {
     "CRISIS": DateWindow(dt.date(2020, 3, 1), dt.date(2020, 4, 30)),
@@ -76,7 +83,7 @@ def engine_db(pg_server: Server, migrated_template: str) -> Iterator[EngineData]
     dsn = database_dsn(pg_server.admin_dsn, name)
     rng = np.random.default_rng(20180101)
     dates = business_days(dt.date(2017, 12, 1), 650)  # .. 2020-06
-    vectors = (rng.standard_normal((len(dates), DIM)) * 2.0 + rng.standard_normal(DIM))
+    vectors = rng.standard_normal((len(dates), DIM)) * 2.0 + rng.standard_normal(DIM)
     vectors = vectors.astype("<f4")
     # a stress period that looks different, so CRISIS and NEUTRAL centres differ
     crisis = [i for i, d in enumerate(dates) if dt.date(2020, 3, 1) <= d <= dt.date(2020, 4, 30)]
@@ -109,28 +116,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
-    """Run ``regime-pg argv`` in-process; argparse's SystemExit becomes the exit code."""
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        assert isinstance(exc.code, int)
-        code = exc.code
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-
-
 def run_process(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [str(a) for a in argv], cwd=cwd, capture_output=True, check=False,
+        [str(a) for a in argv],
+        cwd=cwd,
+        capture_output=True,
+        check=False,
         timeout=SUBPROCESS_TIMEOUT_S,
     )
 
@@ -170,9 +161,7 @@ def sql_document(dsn: str, windows: dict[str, DateWindow]) -> object:
     """What ``regime_prototypes_json`` returns, parsed by psycopg (no regime-pg code)."""
     payload = json.dumps({label: w.to_json() for label, w in windows.items()})
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT regime_prototypes_json('US', %s::jsonb)", (payload,)
-        ).fetchone()
+        row = conn.execute("SELECT regime_prototypes_json('US', %s::jsonb)", (payload,)).fetchone()
     assert row is not None
     return row[0]
 
@@ -211,8 +200,9 @@ def test_calibration_flags_verbatim_stdout_file_client_and_sql_identical(
         assert entry["n_dates"] == len(rows) and entry["n_skipped"] == 0
         center = np.array(entry["center"], dtype=np.float32)
         assert_center_matches(center, rows)
-        assert entry["l2_norm"] == pytest.approx(np.linalg.norm(center.astype(np.float64)),
-                                                 rel=1e-12)
+        assert entry["l2_norm"] == pytest.approx(
+            np.linalg.norm(center.astype(np.float64)), rel=1e-12
+        )
     # only US rows count: EU's 1e3 vectors in 2018 would move the NEUTRAL centre
     assert document["prototypes"]["NEUTRAL"]["n_dates"] == 261
 
@@ -227,8 +217,18 @@ def test_neutral_only_and_one_day_window(
     assert document.prototypes[0].label is RegimeLabel.NEUTRAL
 
     # end == start is a valid window (end >= start): the centre is that day's vector
-    day = cli(capsys, "compute", "--region", "US", "--neutral-start", "2018-03-01",
-              "--neutral-end", "2018-03-01", "--dsn", engine_db.dsn)
+    day = cli(
+        capsys,
+        "compute",
+        "--region",
+        "US",
+        "--neutral-start",
+        "2018-03-01",
+        "--neutral-end",
+        "2018-03-01",
+        "--dsn",
+        engine_db.dsn,
+    )
     assert day.code == 0
     (prototype,) = PrototypeDocument.loads(day.out).prototypes
     assert prototype.n_dates == 1
@@ -241,10 +241,18 @@ def test_window_flag_adds_labels(
 ) -> None:
     output = tmp_path / "four.json"
     result = cli(
-        capsys, "compute", *CALIBRATION_FLAGS,
-        "--window", "RISK_OFF=2019-05-01:2019-06-28",
-        "--window", "RECOVERY=2020-05-01:2020-05-29",
-        "--output", output, "--dsn", engine_db.dsn, "--quiet",
+        capsys,
+        "compute",
+        *CALIBRATION_FLAGS,
+        "--window",
+        "RISK_OFF=2019-05-01:2019-06-28",
+        "--window",
+        "RECOVERY=2020-05-01:2020-05-29",
+        "--output",
+        output,
+        "--dsn",
+        engine_db.dsn,
+        "--quiet",
     )
     assert result == Result(0, "", "")
     windows = {
@@ -385,11 +393,13 @@ def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert line.startswith("regime-pg: error: argument action: invalid choice: 'restart' ")
     assert all(f"'{name}'" in line for name in ("start", "stop", "status", "url"))
     assert_one_error(
-        cli(capsys, "db", "start", "--major", "17"), 2,
+        cli(capsys, "db", "start", "--major", "17"),
+        2,
         "argument --major: invalid choice: 17 (choose from 16, 18)",
     )
     assert_one_error(
-        cli(capsys, "demo", "--start", "2008-13-01"), 2,
+        cli(capsys, "demo", "--start", "2008-13-01"),
+        2,
         "argument --start: date is not a calendar date: 2008-13-01",
     )
 
@@ -397,8 +407,17 @@ def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     result = cli(capsys, "compute", "--help")
     assert result.code == 0 and result.err == ""
-    for flag in ("--region", "--neutral-start", "--neutral-end", "--crisis-start",
-                 "--crisis-end", "--window", "--output", "--dsn", "--quiet"):
+    for flag in (
+        "--region",
+        "--neutral-start",
+        "--neutral-end",
+        "--crisis-start",
+        "--crisis-end",
+        "--window",
+        "--output",
+        "--dsn",
+        "--quiet",
+    ):
         assert flag in result.out
 
 
@@ -434,8 +453,13 @@ SEMANTIC_ERRORS = {
         "label CRISIS is given twice",
     ),
     "window-twice": (
-        [*NEUTRAL_ONLY, "--window", "CARRY=2019-01-01:2019-02-28",
-         "--window", "CARRY=2019-03-01:2019-04-30"],
+        [
+            *NEUTRAL_ONLY,
+            "--window",
+            "CARRY=2019-01-01:2019-02-28",
+            "--window",
+            "CARRY=2019-03-01:2019-04-30",
+        ],
         "label CARRY is given twice",
     ),
     "label-lower-case": (
@@ -531,17 +555,16 @@ def test_dsn_that_cannot_connect_exit_1(
         "not a dsn": 'missing "=" after "not" in connection info string',
     }
     for dsn, fragment in cases.items():
-        result = cli(capsys, "compute", *NEUTRAL_ONLY, "--output", tmp_path / "o.json",
-                     "--dsn", dsn)
+        result = cli(
+            capsys, "compute", *NEUTRAL_ONLY, "--output", tmp_path / "o.json", "--dsn", dsn
+        )
         line = assert_one_error(result, 1)
         assert fragment in line, (dsn, line)
         assert "Traceback" not in line
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unmigrated_database_exit_1(
-    capsys: pytest.CaptureFixture[str], empty_db: str
-) -> None:
+def test_unmigrated_database_exit_1(capsys: pytest.CaptureFixture[str], empty_db: str) -> None:
     line = assert_one_error(cli(capsys, "compute", *NEUTRAL_ONLY, "--dsn", empty_db), 1)
     assert "regime-pg migrate" in line
 
@@ -596,33 +619,70 @@ def test_console_script_and_python_m_write_the_same_bytes(
     assert CONSOLE_SCRIPT.is_file(), f"console script missing at {CONSOLE_SCRIPT}"
 
     # relative --output: written into the working directory
-    script = run_process(CONSOLE_SCRIPT, "compute", *CALIBRATION_FLAGS,
-                         "--output", "regime_prototypes_US.json", "--dsn", engine_db.dsn,
-                         cwd=tmp_path)
+    script = run_process(
+        CONSOLE_SCRIPT,
+        "compute",
+        *CALIBRATION_FLAGS,
+        "--output",
+        "regime_prototypes_US.json",
+        "--dsn",
+        engine_db.dsn,
+        cwd=tmp_path,
+    )
     assert script.returncode == 0, script.stderr
     assert script.stdout == b""
     assert script.stderr == b"regime-pg: wrote regime_prototypes_US.json\n"
     assert (tmp_path / "regime_prototypes_US.json").read_bytes() == expected
 
-    module = run_process(sys.executable, "-m", "regime_pg", "compute", *CALIBRATION_FLAGS,
-                         "--dsn", engine_db.dsn, cwd=tmp_path)
+    module = run_process(
+        sys.executable,
+        "-m",
+        "regime_pg",
+        "compute",
+        *CALIBRATION_FLAGS,
+        "--dsn",
+        engine_db.dsn,
+        cwd=tmp_path,
+    )
     assert module.returncode == 0, module.stderr
     assert module.stdout == expected
     assert module.stderr == b""
 
 
 def test_subprocess_exit_codes_and_one_error_line(engine_db: EngineData, tmp_path: Path) -> None:
-    usage = run_process(CONSOLE_SCRIPT, "compute", "--region", "US", "--neutral-start",
-                        "2018/01/01", "--neutral-end", "2018-12-31", "--dsn", engine_db.dsn,
-                        cwd=tmp_path)
+    usage = run_process(
+        CONSOLE_SCRIPT,
+        "compute",
+        "--region",
+        "US",
+        "--neutral-start",
+        "2018/01/01",
+        "--neutral-end",
+        "2018-12-31",
+        "--dsn",
+        engine_db.dsn,
+        cwd=tmp_path,
+    )
     assert (usage.returncode, usage.stdout) == (2, b"")
     assert usage.stderr == (
         b"regime-pg: error: argument --neutral-start: "
         b"date must be a date as YYYY-MM-DD, got '2018/01/01'\n"
     )
-    empty = run_process(sys.executable, "-m", "regime_pg", "compute", "--region", "US",
-                        "--neutral-start", "2016-01-01", "--neutral-end", "2016-12-31",
-                        "--dsn", engine_db.dsn, cwd=tmp_path)
+    empty = run_process(
+        sys.executable,
+        "-m",
+        "regime_pg",
+        "compute",
+        "--region",
+        "US",
+        "--neutral-start",
+        "2016-01-01",
+        "--neutral-end",
+        "2016-12-31",
+        "--dsn",
+        engine_db.dsn,
+        cwd=tmp_path,
+    )
     assert (empty.returncode, empty.stdout) == (1, b"")
     assert empty.stderr == (
         b"regime-pg: error: no usable embedding for region 'US', label NEUTRAL in window "
@@ -676,10 +736,13 @@ def test_migrate_to_a_revision_then_on_to_head(
     assert current_revision(empty_db) == "0002"
     assert _table_exists(empty_db, "regimes")
     with psycopg.connect(empty_db) as conn:
-        columns = [r[0] for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'regimes'::regclass "
-            "AND attnum > 0 AND NOT attisdropped"
-        )]
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'regimes'::regclass "
+                "AND attnum > 0 AND NOT attisdropped"
+            )
+        ]
     assert "embedding_vector" not in columns
     result = cli(capsys, "migrate", "--dsn", empty_db)
     assert result.code == 0
@@ -707,10 +770,16 @@ def test_migrate_uses_regime_pg_dsn_when_dsn_is_absent(
 def test_migrate_errors_are_one_line(
     capsys: pytest.CaptureFixture[str], empty_db: str, tmp_path: Path
 ) -> None:
-    assert_one_error(cli(capsys, "migrate", "--dsn", empty_db, "--revision", "9999"), 1,
-                     "Can't locate revision identified by '9999'")
-    assert_one_error(cli(capsys, "migrate", "--dsn", empty_db, "--downgrade", "9999"), 1,
-                     "Can't locate revision identified by '9999'")
+    assert_one_error(
+        cli(capsys, "migrate", "--dsn", empty_db, "--revision", "9999"),
+        1,
+        "Can't locate revision identified by '9999'",
+    )
+    assert_one_error(
+        cli(capsys, "migrate", "--dsn", empty_db, "--downgrade", "9999"),
+        1,
+        "Can't locate revision identified by '9999'",
+    )
     assert current_revision(empty_db) is None
     line = assert_one_error(
         cli(capsys, "migrate", "--dsn", f"host={tmp_path / 'nowhere'} dbname=x"), 1
@@ -734,11 +803,15 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
         before = cli(capsys, "db", "status", "--data-dir", data_dir)
         assert before.code == 3 and before.err == ""
         assert _status_lines(before) == {
-            "running": "no", "data directory": str(data_dir),
+            "running": "no",
+            "data directory": str(data_dir),
             "postgresql major": "not initialised",
         }
-        assert_one_error(cli(capsys, "db", "url", "--data-dir", data_dir), 1,
-                         "embedded server is not running; start it with: regime-pg db start")
+        assert_one_error(
+            cli(capsys, "db", "url", "--data-dir", data_dir),
+            1,
+            "embedded server is not running; start it with: regime-pg db start",
+        )
         assert cli(capsys, "db", "stop", "--data-dir", data_dir).out == "not running\n"
 
         started = cli(capsys, "db", "start", "--data-dir", data_dir, "-q")
@@ -755,7 +828,8 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
         # idempotent: a second start returns the same URI
         assert cli(capsys, "db", "start", "--data-dir", data_dir, "-q") == Result(0, uri + "\n", "")
         assert_one_error(
-            cli(capsys, "db", "start", "--data-dir", data_dir, "--major", "16"), 1,
+            cli(capsys, "db", "start", "--data-dir", data_dir, "--major", "16"),
+            1,
             f"{data_dir} was initialised by PostgreSQL 18, not 16; "
             "start it with major 18 or use another data directory",
         )
@@ -782,11 +856,13 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
 
         proc = run_process(CONSOLE_SCRIPT, "db", "status", "--data-dir", data_dir, cwd=tmp_path)
         assert proc.returncode == 3
-        assert proc.stdout == (
-            f"running: no\ndata directory: {data_dir}\n"
-            f"postgresql major: {embedded.DEFAULT_MAJOR}\n"
-        ).encode()
+        assert (
+            proc.stdout
+            == (
+                f"running: no\ndata directory: {data_dir}\n"
+                f"postgresql major: {embedded.DEFAULT_MAJOR}\n"
+            ).encode()
+        )
         assert proc.stderr == b""
     finally:
         embedded.stop(data_dir)
-

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
 
-from regime_pg.cli import main
 from regime_pg.client import prototypes_document
 from regime_pg.connection import connect
 from regime_pg.prototypes import DateWindow
 from regime_pg.sets import fit_set_temperature, get_set, list_sets, save_set
+from tests.cli_support import Result, assert_one_error, cli, isolated_cli  # noqa: F401
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -67,47 +65,6 @@ def dsn(pg_server: Server, data_template: str) -> Iterator[str]:
     name = create_database(pg_server, template=data_template)
     yield database_dsn(pg_server.admin_dsn, name)
     drop_database(pg_server, name)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No stray default server or DSN; the CLI's logging setup undone after each test."""
-    guard = tmp_path / "default-embedded-dir-must-not-be-created"
-    monkeypatch.setenv("REGIME_PG_DATA_DIR", str(guard))
-    monkeypatch.delenv("REGIME_PG_DSN", raising=False)
-    logger = logging.getLogger("regime_pg")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-    assert not guard.exists(), "a command fell back to the default embedded server"
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
-    """Run ``regime-pg argv`` in-process; argparse's SystemExit becomes the exit code."""
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        assert isinstance(exc.code, int)
-        code = exc.code
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-
-
-def assert_one_error(result: Result, code: int, fragment: str) -> None:
-    """Exit ``code``, nothing on stdout, one ``regime-pg: error:`` line holding ``fragment``."""
-    assert result.code == code, result
-    assert result.out == ""
-    assert result.err.startswith("regime-pg: error: "), repr(result.err)
-    assert result.err.endswith("\n") and result.err.count("\n") == 1, repr(result.err)
-    assert fragment in result.err, repr(result.err)
 
 
 def set_names(dsn: str) -> list[str]:

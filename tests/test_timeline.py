@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from regime_pg.cli import main
 from regime_pg.connection import connect
 from regime_pg.sets import save_set
 from regime_pg.timeline import LABEL_COLOURS, classify_history
+from tests.cli_support import Result, assert_one_error, cli, isolated_cli  # noqa: F401
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -83,45 +82,6 @@ def timeline_db(pg_server: Server, migrated_template: str) -> Iterator[Timeline]
         yield Timeline(dsn, hidden)
     finally:
         drop_database(pg_server, name)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No stray default server or DSN; the CLI's logging setup undone after each test."""
-    guard = tmp_path / "default-embedded-dir-must-not-be-created"
-    monkeypatch.setenv("REGIME_PG_DATA_DIR", str(guard))
-    monkeypatch.delenv("REGIME_PG_DSN", raising=False)
-    logger = logging.getLogger("regime_pg")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-    assert not guard.exists(), "a command fell back to the default embedded server"
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        assert isinstance(exc.code, int)
-        code = exc.code
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-
-
-def assert_one_error(result: Result, code: int, fragment: str) -> None:
-    assert result.code == code, result
-    assert result.out == ""
-    assert result.err.startswith("regime-pg: error: "), repr(result.err)
-    assert result.err.endswith("\n") and result.err.count("\n") == 1, repr(result.err)
-    assert fragment in result.err, repr(result.err)
 
 
 def classify_regimes(dsn: str, set_name: str, min_duration: int = 1) -> list[tuple[Any, ...]]:
