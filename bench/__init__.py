@@ -9,7 +9,7 @@ server), builds its data in a throwaway database there, and runs:
 * B2 throughput: a window of 1M rows, the same two paths; per-row cost against
   the scan floor.
 * B3 accuracy at speed: ``avg(vector)``, float32 ``sum(vector)`` and the
-  two-level centroid of prototypes--2.sql, us/row on one core and error against
+  two-level centroid (prototypes--3.sql), us/row on one core and error against
   numpy's float64 mean; the plans, serial and parallel.
 * B4 classification: 1M stored embeddings against 4 prototypes in SQL
   (``classify_regimes``, and a plain ``<->`` query) against numpy.

@@ -82,7 +82,7 @@ def client_mean_streamed(conn: Connection, window: tuple[str, dt.date, dt.date]
 
 
 def server_center(conn: Connection, window: tuple[str, dt.date, dt.date]) -> npt.NDArray[Any]:
-    row = conn.execute(SERVER_SQL, window).fetchone()
+    row = conn.execute(SERVER_SQL, window, binary=True).fetchone()
     assert row is not None
     return vector_to_numpy(row[5])
 
@@ -272,7 +272,7 @@ def run_b3(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
             "sum": lambda: one.execute(f"SELECT sum(embedding_vector) {where}",
                                        big.window).fetchone(),
             "two_level": lambda: one.execute(
-                "SELECT * FROM regime_window_bucket_sums(%s, %s, %s, 0, %s)",
+                "SELECT * FROM regime_window_bucket_states(%s, %s, %s, 0, %s)",
                 (*big.window, n_buckets - 1)).fetchone(),
             "heap_scan": lambda: one.execute(f"SELECT count(embedding_vector) {where}",
                                              big.window).fetchone(),

@@ -35,17 +35,17 @@ def function_statements(conn: Connection) -> dict[str, str]:
     sources = dict(
         conn.execute(
             "SELECT proname, prosrc FROM pg_proc"
-            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_sums')"
+            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_states')"
         ).fetchall()
     )
     if len(sources) != 2:
-        raise RuntimeError("prototypes--2.sql is not installed: run regime-pg migrate")
+        raise RuntimeError("prototypes--3.sql is not installed: run regime-pg migrate")
     width = re.search(r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);",
-                      sources["regime_window_bucket_sums"])
+                      sources["regime_window_bucket_states"])
     assert width is not None
     return {
         "buckets": _statement(
-            sources["regime_window_bucket_sums"],
+            sources["regime_window_bucket_states"],
             r"SELECT coalesce\(sum\(b\.n_usable\).*?AS b;",
             r"\bINTO\b.*?\bdirty\b",
             {**_WINDOW, "p_first": "$4::integer", "p_last": "$5::integer",

@@ -88,6 +88,7 @@ def compute_prototypes(
         rows = conn.execute(
             f"SELECT {_PROTOTYPE_COLUMNS} FROM compute_regime_prototypes(%s, %s)",
             (check_region(region), payload),
+            binary=True,  # centres as float32 bytes, not 384 decimals to format and parse
         ).fetchall()
     return [_prototype_from_row(row) for row in rows]
 

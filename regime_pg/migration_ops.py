@@ -74,6 +74,40 @@ def run_sql_file(conn: Connection, name: str) -> None:
     run_sql(conn, read_sql(name))
 
 
+def released_statement(name: str, head: str) -> str:
+    """The statement of released SQL file ``name`` that starts with ``head``.
+
+    It ends with its dollar-quoted body (``$$;``) when it has one, else at its
+    first ``;`` at the end of a line.
+
+    >>> released_statement("prototypes--1.sql", "CREATE FUNCTION compute_regime_prototype(")[-28:]
+    'NULL, start_date, end_date);'
+    """
+    text = read_sql(name)
+    start = text.index(head)
+    end = text.index(";\n", start) + 1
+    if "$$" in text[start:end]:
+        end = text.index("\n$$;\n", start) + len("\n$$;")
+    return text[start:end]
+
+
+def released_function(name: str, function: str) -> str:
+    """``CREATE OR REPLACE`` text of ``function`` as released file ``name`` defines it.
+
+    Downgrades put back an earlier definition with it: replacing keeps the
+    function's privileges, which dropping and creating it again would lose.
+
+    >>> released_function("prototypes--1.sql", "compute_regime_prototype").split("(")[0]
+    'CREATE OR REPLACE FUNCTION compute_regime_prototype'
+    """
+    text = read_sql(name)
+    for head in (f"CREATE FUNCTION {function}(", f"CREATE OR REPLACE FUNCTION {function}("):
+        if head in text:
+            body = released_statement(name, head)
+            return "CREATE OR REPLACE FUNCTION " + body[len(head) - len(function) - 1 :]
+    raise ValueError(f"{name} defines no function {function}")
+
+
 def target_schema(conn: Connection) -> str:
     """The schema regime-pg installs into: that of ``regimes``, else the current one."""
     schema = fetch_value(

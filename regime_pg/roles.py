@@ -87,6 +87,10 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "regime_prototype_compute",
     "regime_prototype_compute_custom_plans",
     "regime_window_bucket_sums",
+    # prototypes--3.sql (the aggregates run pgvector's C functions only)
+    "regime_window_bucket_states",
+    "regime_vector_sum_state",
+    "regime_vector_state_sum",
     # prototype_sets--1.sql: checks, the fit, export, document parsing (all read-only)
     "regime_prototype_set_name_is_valid",
     "regime_check_prototype_set_name",
@@ -530,10 +534,10 @@ def audit(conn: Connection, schema: str | None = None) -> list[str]:
             f"it could plant operators or functions they resolve; run: REVOKE CREATE ON "
             f"SCHEMA {_quote(str(nspname))} FROM {who}"
         )
-    for name, secdef, config in conn.execute(
+    for name, secdef, config, is_aggregate in conn.execute(
         """
         SELECT p.oid::regprocedure::text, p.prosecdef,
-               coalesce(array_to_string(p.proconfig, ','), '')
+               coalesce(array_to_string(p.proconfig, ','), ''), p.prokind = 'a'
           FROM pg_proc AS p
          WHERE p.oid = ANY(%s::oid[])
          ORDER BY 1
@@ -542,7 +546,8 @@ def audit(conn: Connection, schema: str | None = None) -> list[str]:
     ).fetchall():
         if secdef:
             findings.append(f"function {name} is SECURITY DEFINER")
-        if "search_path=" not in str(config):
+        # an aggregate has no body and no settings: its functions are pgvector's (C)
+        if "search_path=" not in str(config) and not is_aggregate:
             findings.append(f"function {name} does not pin its search_path")
     for relname, privilege in conn.execute(
         """

@@ -1,10 +1,12 @@
-"""The two-level centroid of prototypes--2.sql (revision 0009), against numpy and against v1.
+"""The two-level centroid (prototypes--2.sql, 0009; --3.sql, 0010) against numpy and v1.
 
 * Accuracy: on adversarial data (large common offsets, mixed magnitudes,
   drift and spikes, 120,000 rows in one window) every coordinate of the
   centre is within 1e-6 * mean_i |x_ij| of numpy's float64 mean, on the long
   window (custom plans, parallel or not) and on a one-year window (cached
   plans); a plain float32 sum(vector) misses that bound on the same data.
+* The algorithm as documented: numpy replays it (float32 bucket sums, float8
+  sums of those, one rounding) and gets the same bits, serial or parallel.
 * Same answers as prototypes--1.sql: the same database is computed at head,
   downgraded to 0008 (the v1 definitions) and computed again; counts, dates
   and errors are equal, centres within the bound of numpy's mean.
@@ -204,6 +206,47 @@ def test_one_year_window_meets_the_bound(adv: Adversarial) -> None:
             assert within_bound(vector_to_numpy(center), adv.x[picked]).max() <= 1.0
 
 
+def documented_centre(
+    x: npt.NDArray[np.float32], dates: list[dt.date], start: dt.date, end: dt.date
+) -> npt.NDArray[np.float32]:
+    """The centre as prototypes--3.sql documents it, in numpy, for a window without duplicates.
+
+    Float32 sums over 15-day buckets in date order; float8 sums of those in
+    bucket order within each part (one part under 4096 days, else 8); the
+    parts added in order; divided by the number of dates, rounded once.
+    """
+    offsets = np.array([(d - start).days for d in dates])
+    inside = (offsets >= 0) & (offsets <= (end - start).days)
+    rows, buckets = x[inside], offsets[inside] // 15
+    n_buckets = (end - start).days // 15 + 1
+    parts = 1 if (end - start).days < 4096 else 8
+    total = np.zeros(DIM, dtype=np.float64)
+    for p in range(parts):
+        part = np.zeros(DIM, dtype=np.float64)
+        for b in range(p * n_buckets // parts, (p + 1) * n_buckets // parts):
+            members = rows[buckets == b]
+            if len(members) == 0:
+                continue
+            bucket = members[0].copy()
+            for row in members[1:]:
+                bucket = bucket + row  # float32, as pgvector's sum(vector)
+            part += bucket.astype(np.float64)
+        total += part
+    return (total / len(rows)).astype(np.float32)
+
+
+def test_centre_is_the_documented_computation_bit_for_bit(adv: Adversarial) -> None:
+    """Two levels, one rounding: numpy's replay of the algorithm gives the same bits."""
+    windows = [ONE_YEAR, (adv.dates[0], adv.dates[-1])]
+    with connect(adv.dsn) as conn:
+        for setting in FORCE_PARALLEL:
+            conn.execute(setting)
+        for start, end in windows:
+            center = vector_to_numpy(prototype(conn, "ADV", start, end)[2])
+            expected = documented_centre(adv.x, adv.dates, start, end)
+            assert center.tobytes() == expected.tobytes(), (start, end)
+
+
 def test_parallel_workers_give_the_same_bits(adv: Adversarial) -> None:
     """Every sum runs in a fixed order: serial or parallel, the centre is the same bits."""
     with connect(adv.dsn) as conn:
@@ -287,17 +330,17 @@ def function_statements(conn: Connection) -> dict[str, str]:
     sources = dict(
         conn.execute(
             "SELECT proname, prosrc FROM pg_proc"
-            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_sums')"
+            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_states')"
         ).fetchall()
     )
     window = {"p_region": "$1", "p_start": "$2::date", "p_end": "$3::date"}
     width = re.search(
-        r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);", sources["regime_window_bucket_sums"]
+        r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);", sources["regime_window_bucket_states"]
     )
     assert width
     return {
         "buckets": statement(
-            sources["regime_window_bucket_sums"],
+            sources["regime_window_bucket_states"],
             r"SELECT coalesce\(sum\(b\.n_usable\).*?AS b;",
             r"\bINTO\b.*?\bdirty\b",
             {
@@ -375,7 +418,7 @@ PARALLEL_SAFE_ROUTINES = (
     "regime_prototype_for_window(text,text,date,date)",
     "regime_prototype_compute(text,text,date,date)",
     "regime_prototype_compute_custom_plans(text,text,date,date)",
-    "regime_window_bucket_sums(text,date,date,integer,integer)",
+    "regime_window_bucket_states(text,date,date,integer,integer)",
     "regime_check_region(text)",
     "regime_check_window(text,text,date,date)",
     "regime_window_name(text,text)",

@@ -480,17 +480,23 @@ def released_function_names() -> set[str]:
         if line.strip()
     ]
     names: set[str] = set()
-    pattern = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+(\w+)\s*\(", re.M | re.I)
+    dropped: set[str] = set()
+    created = re.compile(
+        r"^CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|AGGREGATE)\s+(\w+)\s*\(", re.M | re.I
+    )
+    drop = re.compile(r"^DROP\s+(?:FUNCTION|AGGREGATE)\s+(\w+)\s*\(", re.M | re.I)
     for name in listed:
-        names.update(pattern.findall((SQL_DIR / name).read_text(encoding="utf-8")))
-    return names
+        text = (SQL_DIR / name).read_text(encoding="utf-8")
+        names.update(created.findall(text))
+        dropped.update(drop.findall(text))
+    return names - dropped
 
 
 def installed_functions(conn: psycopg.Connection[Any], schema: str) -> list[tuple[Any, ...]]:
-    """(signature, name, prosecdef, proconfig) of every non-extension routine in schema."""
+    """(signature, name, prosecdef, proconfig, prokind) of every non-extension routine."""
     return conn.execute(
         """
-        SELECT p.oid::regprocedure::text, p.proname, p.prosecdef, p.proconfig
+        SELECT p.oid::regprocedure::text, p.proname, p.prosecdef, p.proconfig, p.prokind
           FROM pg_proc AS p
          WHERE p.pronamespace = %s::regnamespace
            AND NOT EXISTS (SELECT FROM pg_depend AS d
@@ -520,10 +526,30 @@ def test_every_function_is_invoker_and_pins_search_path(db: str) -> None:
     # and regime_pg.roles knows each of them (reader, writer, trigger or insert path)
     assert names <= roles.KNOWN_FUNCTIONS, sorted(names - roles.KNOWN_FUNCTIONS)
     assert {"compute_regime_prototype", "regime_prototypes_json", "regime_embedding_sync"} <= names
-    for signature, _name, secdef, config in rows:
+    for signature, _name, secdef, config, kind in rows:
         assert secdef is False, f"{signature} is SECURITY DEFINER"
+        if kind == "a":
+            continue  # an aggregate runs its support functions: pgvector's, checked below
         paths = [c for c in (config or []) if c.startswith("search_path=")]
         assert paths == [f"search_path={expected_path}"], (signature, config)
+    with psycopg.connect(db) as conn:
+        support = conn.execute(
+            """
+            SELECT DISTINCT f.proname, l.lanname = 'c',
+                   EXISTS (SELECT FROM pg_depend AS d
+                            WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid
+                              AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
+              FROM pg_aggregate AS a
+              JOIN pg_proc AS p ON p.oid = a.aggfnoid
+              JOIN pg_proc AS f ON f.oid IN (a.aggtransfn, a.aggcombinefn, a.aggfinalfn)
+              JOIN pg_language AS l ON l.oid = f.prolang
+             WHERE p.oid::regprocedure::text = ANY(%s)
+             ORDER BY 1
+            """,
+            ([signature for signature, *_, kind in rows if kind == "a"],),
+        ).fetchall()
+    # regime-pg's aggregates only put pgvector's C functions together
+    assert support == [("vector_accum", True, True), ("vector_combine", True, True)]
 
 
 def test_pinned_path_lists_the_schema_of_regimes_before_pgvectors(empty_db: str) -> None:
@@ -562,7 +588,7 @@ def test_no_function_raises_a_resource_limit(db: str) -> None:
         rows = installed_functions(conn, schema)
     raised = [
         (signature, setting)
-        for signature, _name, _secdef, config in rows
+        for signature, _name, _secdef, config, _kind in rows
         for setting in (config or [])
         if setting.split("=", 1)[0] in RESOURCE_LIMITS
     ]

@@ -21,8 +21,7 @@ Create Date: 2026-11-25
 
 from alembic import op
 
-from regime_pg._resources import read_sql
-from regime_pg.migration_ops import run_sql, run_sql_file
+from regime_pg.migration_ops import released_function, run_sql, run_sql_file
 
 revision = "0009"
 down_revision = "0008"
@@ -33,22 +32,13 @@ depends_on = None
 REPLACED = "regime_prototype_for_window"
 
 
-def v1_definition(name: str) -> str:
-    """``CREATE OR REPLACE`` text of function ``name`` as prototypes--1.sql defines it."""
-    text = read_sql("prototypes--1.sql")
-    head = f"CREATE FUNCTION {name}("
-    start = text.index(head)
-    end = text.index("\n$$;\n", start) + len("\n$$;\n")
-    return "CREATE OR REPLACE FUNCTION " + text[start + len("CREATE FUNCTION ") : end]
-
-
 def upgrade() -> None:
     run_sql_file(op.get_bind(), "prototypes--2.sql")
 
 
 def downgrade() -> None:
     conn = op.get_bind()
-    run_sql(conn, v1_definition(REPLACED))
+    run_sql(conn, released_function("prototypes--1.sql", REPLACED))
     run_sql(
         conn,
         """
