@@ -74,6 +74,30 @@ def run_sql_file(conn: Connection, name: str) -> None:
     run_sql(conn, read_sql(name))
 
 
+def released_function_definition(file: str, name: str) -> str:
+    """``CREATE OR REPLACE`` text of function ``name`` as released SQL file ``file`` has it.
+
+    A downgrade that undoes a ``CREATE OR REPLACE FUNCTION`` of a later file
+    re-runs this statement only: the file's other objects never changed, and
+    dropping and re-creating them would lose the privileges granted on them.
+    The text is the file's, checked against ``sql/SHA256SUMS``, from
+    ``CREATE FUNCTION name(`` to the end of its ``$$`` body.
+
+    >>> released_function_definition("classify--1.sql", "classify_regimes").split("(")[0]
+    'CREATE OR REPLACE FUNCTION classify_regimes'
+    """
+    text = read_sql(file)
+    head = f"CREATE FUNCTION {name}("
+    if text.count(head) != 1:
+        raise MigrationError(f"{file} does not define function {name} exactly once")
+    start = text.index(head)
+    tail = "\n$$;\n"
+    end = text.find(tail, start)
+    if end < 0 or "\nCREATE " in text[start + len(head) : end]:
+        raise MigrationError(f"{file}: function {name} has no $$ body of its own")
+    return "CREATE OR REPLACE FUNCTION " + text[start + len("CREATE FUNCTION ") : end + len(tail)]
+
+
 def target_schema(conn: Connection) -> str:
     """The schema regime-pg installs into: that of ``regimes``, else the current one."""
     schema = fetch_value(

@@ -21,8 +21,7 @@ Create Date: 2026-11-25
 
 from alembic import op
 
-from regime_pg._resources import read_sql
-from regime_pg.migration_ops import run_sql, run_sql_file
+from regime_pg.migration_ops import released_function_definition, run_sql, run_sql_file
 
 revision = "0009"
 down_revision = "0008"
@@ -35,11 +34,7 @@ REPLACED = "regime_prototype_for_window"
 
 def v1_definition(name: str) -> str:
     """``CREATE OR REPLACE`` text of function ``name`` as prototypes--1.sql defines it."""
-    text = read_sql("prototypes--1.sql")
-    head = f"CREATE FUNCTION {name}("
-    start = text.index(head)
-    end = text.index("\n$$;\n", start) + len("\n$$;\n")
-    return "CREATE OR REPLACE FUNCTION " + text[start + len("CREATE FUNCTION ") : end]
+    return released_function_definition("prototypes--1.sql", name)
 
 
 def upgrade() -> None:
