@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,10 +32,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types
 from regime_pg.migration_ops import released_function_definition
+from tests.conftest import Server, database_dsn, drop_database
 from tests.engine import insert_rows
 from tests.test_classify_sql import absorb, classify_sequence, load_sequence_set
 
@@ -361,3 +364,48 @@ def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
     migrate.upgrade(empty_db)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(FUNCTIONS).fetchall() == head
+
+
+# --------------------------------------------------------------------------- collation
+
+
+@pytest.fixture
+def icu_db(pg_server: Server) -> Iterator[str]:
+    """A database whose collation (ICU root) orders labels otherwise than bytes do."""
+    name = f"regime_pg_test_icu_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.admin_dsn, autocommit=True) as admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu"
+                                  " ICU_LOCALE 'und' LOCALE 'C.UTF-8'")
+                          .format(sql.Identifier(name)))
+        except (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidParameterValue,
+                psycopg.errors.WrongObjectType) as exc:
+            pytest.skip(f"no ICU root collation on this server: {exc.diag.message_primary}")
+    dsn = database_dsn(pg_server.admin_dsn, name)
+    migrate.upgrade(dsn)
+    yield dsn
+    drop_database(pg_server, name)
+
+
+def test_same_rows_as_v1_where_collation_and_byte_order_differ(icu_db: str) -> None:
+    with psycopg.connect(icu_db, autocommit=True) as conn:
+        use_vector_types(conn)
+        load(conn)
+        install_v1(conn)
+        for set_name in ("two", "four", "seven", "seven-cold"):
+            by_collation, by_bytes = conn.execute(
+                "SELECT array_agg(label ORDER BY label), array_agg(label ORDER BY label"
+                " COLLATE \"C\") FROM regime_prototype_set_members WHERE set_name = %s",
+                (set_name,)).fetchone()
+            assert by_collation != by_bytes  # v1's sum order is not its tie order
+            for window in (CLEAN, WHOLE):
+                for min_duration in (1, 3):
+                    v2 = rows(conn, "classify_regimes", window, set_name, min_duration)
+                    assert v2 == rows(conn, "classify_regimes_v1", window, set_name,
+                                      min_duration)
+            ties = [r for r in rows(conn, "classify_regimes", CLEAN, set_name, 1)
+                    if len(set(r[4].values())) < len(r[4])]
+            assert ties
+            for r in ties:
+                nearest = min(r[4].values())
+                assert r[6] == min(k for k, v in r[4].items() if v == nearest)
