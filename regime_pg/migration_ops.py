@@ -101,11 +101,12 @@ def released_function(name: str, function: str) -> str:
     'CREATE OR REPLACE FUNCTION compute_regime_prototype'
     """
     text = read_sql(name)
-    for head in (f"CREATE FUNCTION {function}(", f"CREATE OR REPLACE FUNCTION {function}("):
-        if head in text:
-            body = released_statement(name, head)
-            return "CREATE OR REPLACE FUNCTION " + body[len(head) - len(function) - 1 :]
-    raise ValueError(f"{name} defines no function {function}")
+    heads = [h for h in (f"CREATE FUNCTION {function}(", f"CREATE OR REPLACE FUNCTION {function}(")
+             if h in text]
+    if len(heads) != 1 or text.count(heads[0]) != 1:
+        raise MigrationError(f"{name} does not define function {function} exactly once")
+    body = released_statement(name, heads[0])
+    return "CREATE OR REPLACE FUNCTION " + body[len(heads[0]) - len(function) - 1 :]
 
 
 def target_schema(conn: Connection) -> str:

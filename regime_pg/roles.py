@@ -113,6 +113,8 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "classify_regime",
     "classify_regimes",
     "regime_centroid_series",
+    # classify--2.sql
+    "regime_classify_query",
 )
 
 #: Functions that write prototype sets: writers only.

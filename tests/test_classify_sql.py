@@ -92,7 +92,11 @@ def assert_matches_numpy(row: tuple[Any, ...], embedding: np.ndarray, labels: li
     label, confidence, distances = row[:3]
     want_label, want_confidence, want_distances = numpy_classify(
         embedding, labels, centers, temperature)
-    assert label == want_label
+    if label != want_label:
+        # a tie at float32 precision (the midpoint of two centres): pgvector's
+        # float32 distances may break it the other way than float64 does
+        assert want_distances[label] == pytest.approx(want_distances[want_label], rel=1e-6)
+        want_confidence = softmax_at(want_distances, label, temperature)
     assert sorted(distances) == sorted(labels)
     for key, value in want_distances.items():
         assert distances[key] == pytest.approx(value, rel=1e-6)

@@ -1,0 +1,411 @@
+"""The set-based classify_regimes of classify--2.sql (revision 0011), against version 1.
+
+* Same rows as classify--1.sql's definition, installed next to it under
+  another name (``classify_regimes_v1``, the released text): dates, labels,
+  raw labels, confidences and distances equal, bit for bit and in the same
+  order, on data with re-runs (newer rows, newer NULLs, older rows, equal
+  created_at), NULL and unconvertible embeddings, exact ties between
+  prototypes whose byte order differs from the database collation's, sets
+  of 1, 2, 4 and 7 prototypes, temperatures where every exp() counts and
+  where most underflow, and several min_duration values; on windows with and
+  without duplicate dates (regimes read directly, or through the view).
+* min_duration on random label sequences (hypothesis): the same labels as
+  version 1 and as the documented rule written in Python.
+* Errors: the same SQLSTATE, message and diagnostics, in the same order.
+* Parallel workers give the same rows; the statement gets them when parallel
+  query is cheap.
+* Downgrade to 0010 puts back the definition of a fresh install at 0010.
+
+No timing assertions: speed is measured by ``python -m bench`` (B4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from regime_pg import migrate
+from regime_pg.connection import Connection, use_vector_types
+from regime_pg.migration_ops import released_function
+from tests.conftest import Server, database_dsn, drop_database
+from tests.engine import insert_rows
+from tests.test_classify_sql import absorb, classify_sequence, load_sequence_set
+
+DIM = 384
+REGION = "MIX"
+DAY0 = dt.date(2020, 1, 1)
+N_DAYS = 240
+#: Dates with more than one row are all in [DAY0 + 100, DAY0 + 199].
+CLEAN = (DAY0, DAY0 + dt.timedelta(days=99))
+DIRTY = (DAY0 + dt.timedelta(days=90), DAY0 + dt.timedelta(days=210))
+WHOLE = (DAY0 - dt.timedelta(days=30), DAY0 + dt.timedelta(days=N_DAYS + 30))
+
+#: Labels whose byte order (COLLATE "C") is not that of most collations.
+SETS: dict[str, list[str]] = {
+    "one": ["ONLY"],
+    "two": ["A_", "A1"],
+    "four": ["B_", "B1", "BA", "A"],
+    "seven": ["Z_", "Z9", "ZA", "A_B", "A1", "AB", "M"],
+}
+FORCE_PARALLEL = (
+    "SET parallel_setup_cost = 0",
+    "SET parallel_tuple_cost = 0",
+    "SET min_parallel_table_scan_size = 0",
+    "SET min_parallel_index_scan_size = 0",
+    "SET max_parallel_workers_per_gather = 2",
+)
+
+
+def centres(n: int) -> np.ndarray:
+    """Prototype i at +-6 on axis i // 2: pairs symmetric about 0, so ties are exact."""
+    c = np.zeros((n, DIM), dtype=np.float32)
+    for i in range(n):
+        c[i, i // 2] = 6.0 if i % 2 == 0 else -6.0
+    c[:, 10] = 0.25  # no centre is the origin
+    return c
+
+
+def embeddings(rng: np.random.Generator, k: int) -> np.ndarray:
+    """k embeddings: most near a centre, every fifth exactly on a tie (zeros on axes 0..3)."""
+    x = rng.standard_normal((k, DIM)).astype(np.float32)
+    axis = rng.integers(0, 4, k)
+    x[np.arange(k), axis] += np.where(rng.random(k) < 0.5, 5.0, -5.0).astype(np.float32)
+    x[::5, :4] = 0.0
+    return x.astype("<f4")
+
+
+def load(conn: Connection) -> None:
+    """Region MIX: one row a day, re-runs and unusable rows only in [DAY0 + 100, + 199]."""
+    conn.add_notice_handler(lambda diag: None)  # the trigger's WARNING on bad bytes
+    rng = np.random.default_rng(20261126)
+    dates = [DAY0 + dt.timedelta(days=i) for i in range(N_DAYS)]
+    x = embeddings(rng, N_DAYS)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    insert_rows(conn, REGION, dates, list(x), created_at=t0)
+    for i in range(100, 200):
+        day = [dates[i]]
+        if i % 7 == 0:  # a newer row replaces the date
+            insert_rows(conn, REGION, day, list(embeddings(rng, 1)), t0 + dt.timedelta(hours=1))
+        if i % 11 == 0:  # a newer NULL hides it
+            insert_rows(conn, REGION, day, [None], t0 + dt.timedelta(hours=2))
+        if i % 13 == 0:  # an older row changes nothing
+            insert_rows(conn, REGION, day, list(embeddings(rng, 1)), t0 - dt.timedelta(hours=1))
+        if i % 17 == 0:  # same created_at: the greatest record id wins
+            insert_rows(conn, REGION, day, list(embeddings(rng, 1)), t0)
+        if i % 19 == 0:  # newer bytes that do not convert: no usable embedding
+            insert_rows(conn, REGION, day, [b"\x00\x01"], t0 + dt.timedelta(hours=3))
+    # dates without a usable embedding outside the re-runs: a NULL, a gap
+    conn.execute("UPDATE regimes SET regime_embedding = NULL"
+                 " WHERE region = %s AND as_of_date IN (%s, %s)",
+                 (REGION, DAY0 + dt.timedelta(days=3), DAY0 + dt.timedelta(days=230)))
+    conn.execute("DELETE FROM regimes WHERE region = %s AND as_of_date = %s",
+                 (REGION, DAY0 + dt.timedelta(days=50)))
+    for name, labels in SETS.items():
+        for suffix, temperature in (("", 0.7), ("-cold", 1e-3)):
+            document = {
+                "embedding_dim": DIM,
+                "region": REGION,
+                "prototypes": {label: {"center": [float(v) for v in c]}
+                               for label, c in zip(labels, centres(len(labels)), strict=True)},
+            }
+            conn.execute("SELECT save_regime_prototype_set_from_document(%s, %s, %s)",
+                         (name + suffix, json.dumps(document), temperature))
+    conn.execute("VACUUM ANALYZE regimes")
+
+
+def install_v1(conn: Connection) -> None:
+    """classify--1.sql's classify_regimes, as released, under the name classify_regimes_v1."""
+    text = released_function("classify--1.sql", "classify_regimes")
+    conn.execute("SET search_path = public")
+    conn.execute(text.replace("FUNCTION classify_regimes(", "FUNCTION classify_regimes_v1(", 1)
+                 .encode())
+    conn.execute("RESET search_path")
+
+
+@pytest.fixture
+def mixed(db: str) -> Iterator[Connection]:
+    with psycopg.connect(db, autocommit=True) as connection:
+        use_vector_types(connection)
+        load(connection)
+        install_v1(connection)
+        yield connection
+
+
+def rows(conn: Connection, function: str, window: tuple[dt.date, dt.date], set_name: str,
+         min_duration: int) -> list[tuple[Any, ...]]:
+    """Every column, the floats as the server writes them (exact) and as Python reads them."""
+    return conn.execute(
+        "SELECT as_of_date, label, confidence, confidence::text, distances, distances::text,"
+        "       raw_label"
+        f"  FROM {function}(%s, %s, %s, %s, %s)",
+        (REGION, *window, set_name, min_duration)).fetchall()
+
+
+def has_duplicates(conn: Connection, window: tuple[dt.date, dt.date]) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT FROM regimes WHERE region = %s"
+                       " AND as_of_date BETWEEN %s AND %s GROUP BY as_of_date"
+                       " HAVING count(*) > 1)", (REGION, *window)).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+# --------------------------------------------------------------------------- same as v1
+
+
+@pytest.mark.parametrize("set_name", [*SETS, *(name + "-cold" for name in SETS)])
+def test_same_rows_as_v1(mixed: Connection, set_name: str) -> None:
+    assert not has_duplicates(mixed, CLEAN)
+    assert has_duplicates(mixed, DIRTY) and has_duplicates(mixed, WHOLE)
+    seen_ties = False
+    for window in (CLEAN, DIRTY, WHOLE):
+        for min_duration in (1, 2, 3, 5, 40, 10_000):
+            v2 = rows(mixed, "classify_regimes", window, set_name, min_duration)
+            v1 = rows(mixed, "classify_regimes_v1", window, set_name, min_duration)
+            assert v2 == v1, (window, min_duration)
+            assert v2, (window, min_duration)
+            seen_ties |= any(len(set(r[4].values())) < len(r[4]) for r in v2)
+    assert seen_ties or set_name.startswith("one")
+
+
+def test_same_rows_whatever_the_session_float_format(mixed: Connection) -> None:
+    expected = rows(mixed, "classify_regimes_v1", WHOLE, "four", 3)
+    mixed.execute("SET extra_float_digits = 0")
+    assert rows(mixed, "classify_regimes", WHOLE, "four", 3)[0][5] == expected[0][5]
+    mixed.execute("RESET extra_float_digits")
+    assert rows(mixed, "classify_regimes", WHOLE, "four", 3) == expected
+
+
+def test_ties_go_to_the_first_label_in_byte_order(mixed: Connection) -> None:
+    got = rows(mixed, "classify_regimes", CLEAN, "four", 1)
+    ties = [r for r in got if len(set(r[4].values())) < len(r[4])]
+    assert ties
+    for r in ties:
+        nearest = min(r[4].values())
+        assert r[6] == min(k for k, v in r[4].items() if v == nearest)  # Python: byte order
+
+
+def test_one_prototype_is_always_nearest_with_confidence_1(mixed: Connection) -> None:
+    got = rows(mixed, "classify_regimes", WHOLE, "one", 1)
+    assert {(r[1], r[2], r[6]) for r in got} == {("ONLY", 1.0, "ONLY")}
+
+
+def test_empty_window_and_window_without_usable_rows(mixed: Connection) -> None:
+    day = DAY0 + dt.timedelta(days=3)  # its only row has no embedding
+    for window in ((day, day), (dt.date(2030, 1, 1), dt.date(2030, 12, 31))):
+        for min_duration in (1, 4):
+            assert rows(mixed, "classify_regimes", window, "four", min_duration) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("nope", "XX", "2020-12-31", "2020-01-01", 0),  # unknown set first
+        ("four", "XX", "2020-12-31", "2020-01-01", 0),  # then the region
+        ("four", None, "2020-01-01", "2020-12-31", 1),
+        ("four", "x" * 40, "2020-01-01", "2020-12-31", 1),
+        ("four", REGION, "2020-12-31", "2020-01-01", 0),  # then the window
+        ("four", REGION, None, "2020-12-31", 1),
+        ("four", REGION, "-infinity", "2020-12-31", 1),
+        ("four", "US", "2020-01-01", "2020-12-31", 0),  # then the set's region
+        ("four", REGION, "2020-01-01", "2020-12-31", 0),  # then min_duration
+        ("four", REGION, "2020-01-01", "2020-12-31", None),
+        (None, REGION, "2020-01-01", "2020-12-31", 1),
+    ],
+)
+def test_same_errors_in_the_same_order(mixed: Connection, args: tuple[Any, ...]) -> None:
+    insert_rows(mixed, "US", [DAY0], [np.ones(DIM, "<f4")])
+    set_name, region, start, end, min_duration = args
+    caught = []
+    for function in ("classify_regimes", "classify_regimes_v1"):
+        with pytest.raises(psycopg.Error) as error:
+            mixed.execute(f"SELECT * FROM {function}(%s, %s, %s, %s, %s)",
+                          (region, start, end, set_name, min_duration))
+        diag = error.value.diag
+        caught.append((error.value.sqlstate, diag.message_primary, diag.message_detail,
+                       diag.message_hint, diag.table_name, diag.column_name))
+    assert caught[0] == caught[1]
+
+
+# --------------------------------------------------------------------------- min_duration
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.lists(st.sampled_from("ABC"), min_size=1, max_size=40),
+       min_duration=st.integers(2, 8))
+def test_min_duration_on_random_sequences_as_v1(mixed: Connection, raw: list[str],
+                                                min_duration: int) -> None:
+    load_sequence_set(mixed)
+    got = classify_sequence(mixed, raw, min_duration)
+    assert [r[2] for r in got] == raw
+    assert [r[1] for r in got] == absorb(raw, min_duration)
+    v1 = mixed.execute(
+        "SELECT as_of_date, label, raw_label, confidence, distances"
+        "  FROM classify_regimes_v1('SEQ', '2018-01-01', '2019-12-31', 'seq', %s)",
+        (min_duration,)).fetchall()
+    assert got == v1
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def test_parallel_workers_give_the_same_rows(mixed: Connection) -> None:
+    expected = {m: rows(mixed, "classify_regimes_v1", WHOLE, "seven", m) for m in (1, 4)}
+    for setting in FORCE_PARALLEL:
+        mixed.execute(setting)
+    for m in (1, 4):
+        assert rows(mixed, "classify_regimes", WHOLE, "seven", m) == expected[m]
+
+
+def plan(conn: Connection, deduplicate: bool, absorb_runs: bool) -> list[dict[str, Any]]:
+    """The plan of the statement classify_regimes runs for set 'four' over WHOLE."""
+    labels, centers, temperature = conn.execute(
+        "SELECT array_agg(m.label ORDER BY m.label), array_agg(m.center ORDER BY m.label)::text,"
+        "       min(s.temperature)"
+        "  FROM regime_prototype_set_members AS m JOIN regime_prototype_sets AS s"
+        "    ON s.name = m.set_name WHERE m.set_name = 'four'").fetchone()
+    order = [i + 1 for i, _ in sorted(enumerate(labels), key=lambda p: p[1].encode())]
+    query = conn.execute("SELECT regime_classify_query(4, %s, %s, %s)",
+                         (order, deduplicate, absorb_runs)).fetchone()[0]
+    with conn.transaction():
+        conn.execute(f"PREPARE classify_plan(text, date, date, text[], vector[],"
+                     f" double precision, integer) AS {query}".encode())
+        try:
+            result = psycopg.ClientCursor(conn).execute(
+                "EXPLAIN (FORMAT JSON) EXECUTE classify_plan(%s, %s, %s, %s, %s::vector[], %s, 3)",
+                (REGION, *WHOLE, labels, centers, temperature)).fetchone()
+        finally:
+            conn.execute("DEALLOCATE classify_plan")
+    assert result is not None
+    nodes: list[dict[str, Any]] = []
+    todo = [result[0][0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
+
+
+@pytest.mark.parametrize(("deduplicate", "absorb_runs"),
+                         [(False, False), (False, True), (True, False), (True, True)])
+def test_statement_gets_parallel_workers_and_sorts_no_label(
+        mixed: Connection, deduplicate: bool, absorb_runs: bool) -> None:
+    for setting in FORCE_PARALLEL:
+        mixed.execute(setting)
+    nodes = plan(mixed, deduplicate, absorb_runs)
+    assert any(n["Node Type"] in ("Gather", "Gather Merge") and n["Workers Planned"] >= 1
+               for n in nodes)
+    # every sort is by date: runs are found in date order, never by label
+    keys = [key for n in nodes if n["Node Type"] == "Sort" for key in n["Sort Key"]]
+    assert all("as_of_date" in key or "created_at" in key or "regime_record_id" in key
+               or key.startswith("r.region") for key in keys), keys
+
+
+def test_parallel_safety_flags(conn: Connection) -> None:
+    flags = dict(conn.execute(
+        "SELECT p.oid::regprocedure::text, p.proparallel::text || p.provolatile::text"
+        "  FROM pg_proc AS p"
+        " WHERE p.proname IN ('classify_regimes', 'regime_classify_query')").fetchall())
+    assert flags == {
+        "classify_regimes(text,date,date,text,integer)": "ss",
+        "regime_classify_query(integer,integer[],boolean,boolean)": "si",
+    }
+
+
+def test_query_text_formats_only_integers(conn: Connection) -> None:
+    query = conn.execute(
+        "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true)").fetchone()[0]
+    assert "WHEN d.d2 THEN 2 WHEN d.d3 THEN 3 WHEN d.d1 THEN 1" in query
+    assert "'" not in query  # no literal of any kind: everything else is a parameter
+    for bad in ((0, [], False, False), (2, [1], False, False), (None, [1], False, False)):
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SELECT regime_classify_query(%s, %s::integer[], %s, %s)", bad)
+
+
+# --------------------------------------------------------------------------- migration
+
+
+FUNCTIONS = """
+    SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proparallel,
+           p.provolatile, p.proconfig, p.proacl
+      FROM pg_proc AS p
+     WHERE p.pronamespace = 'public'::regnamespace AND p.prokind = 'f'
+       AND NOT EXISTS (SELECT FROM pg_depend AS d
+                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
+     ORDER BY 1
+"""
+
+
+def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
+    migrate.upgrade(empty_db, "0010")
+    with psycopg.connect(empty_db) as conn:
+        before = conn.execute(FUNCTIONS).fetchall()
+    migrate.upgrade(empty_db)
+    with psycopg.connect(empty_db) as conn:
+        head = conn.execute(FUNCTIONS).fetchall()
+    names = {r[0] for r in head}
+    assert "regime_classify_query(integer,integer[],boolean,boolean)" in names
+    assert names - {r[0] for r in before} == {
+        "regime_classify_query(integer,integer[],boolean,boolean)"}
+    migrate.downgrade(empty_db, "0010")
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute(FUNCTIONS).fetchall() == before
+    migrate.upgrade(empty_db)
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute(FUNCTIONS).fetchall() == head
+
+
+# --------------------------------------------------------------------------- collation
+
+
+@pytest.fixture
+def icu_db(pg_server: Server) -> Iterator[str]:
+    """A database whose collation (ICU root) orders labels otherwise than bytes do."""
+    name = f"regime_pg_test_icu_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.admin_dsn, autocommit=True) as admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu"
+                                  " ICU_LOCALE 'und' LOCALE 'C.UTF-8'")
+                          .format(sql.Identifier(name)))
+        except (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidParameterValue,
+                psycopg.errors.WrongObjectType) as exc:
+            pytest.skip(f"no ICU root collation on this server: {exc.diag.message_primary}")
+    dsn = database_dsn(pg_server.admin_dsn, name)
+    migrate.upgrade(dsn)
+    yield dsn
+    drop_database(pg_server, name)
+
+
+def test_same_rows_as_v1_where_collation_and_byte_order_differ(icu_db: str) -> None:
+    with psycopg.connect(icu_db, autocommit=True) as conn:
+        use_vector_types(conn)
+        load(conn)
+        install_v1(conn)
+        for set_name in ("two", "four", "seven", "seven-cold"):
+            by_collation, by_bytes = conn.execute(
+                "SELECT array_agg(label ORDER BY label), array_agg(label ORDER BY label"
+                " COLLATE \"C\") FROM regime_prototype_set_members WHERE set_name = %s",
+                (set_name,)).fetchone()
+            assert by_collation != by_bytes  # v1's sum order is not its tie order
+            for window in (CLEAN, WHOLE):
+                for min_duration in (1, 3):
+                    v2 = rows(conn, "classify_regimes", window, set_name, min_duration)
+                    assert v2 == rows(conn, "classify_regimes_v1", window, set_name,
+                                      min_duration)
+            ties = [r for r in rows(conn, "classify_regimes", CLEAN, set_name, 1)
+                    if len(set(r[4].values())) < len(r[4])]
+            assert ties
+            for r in ties:
+                nearest = min(r[4].values())
+                assert r[6] == min(k for k, v in r[4].items() if v == nearest)
