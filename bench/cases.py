@@ -406,14 +406,24 @@ def run_b4(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
                    " FROM classify_regimes(%s, %s, %s, 'bench-4')")
     fetched = ("SELECT as_of_date, label, confidence"
                " FROM classify_regimes(%s, %s, %s, 'bench-4')")
+    labels_side = ("SELECT count(*), sum(confidence)"
+                   " FROM classify_regime_labels(%s, %s, %s, 'bench-4')")
+    labels_fetched = ("SELECT as_of_date, label, confidence"
+                      " FROM classify_regime_labels(%s, %s, %s, 'bench-4')")
     with (server.connect("bench_big") as sql_conn, server.connect("bench_big") as plain_conn,
           server.connect("bench_big") as cli):
-        # numpy produces labels and confidences in the client; classify_regimes is
-        # measured consumed in the server (every row produced, distances included,
-        # then counted) and fetched to Python as the same (date, label, confidence).
+        # numpy produces labels and confidences in the client; the SQL functions
+        # are measured consumed in the server (every row produced, then counted)
+        # and fetched to Python as the same (date, label, confidence).
+        # classify_regimes builds a jsonb of distances for every row as well;
+        # classify_regime_labels gives the same rows without it.
         stats = paired({
             "classify_regimes": lambda: sql_conn.execute(server_side, big.window).fetchall(),
             "classify_regimes_fetched": lambda: sql_conn.execute(fetched, big.window).fetchall(),
+            "classify_regime_labels": lambda: sql_conn.execute(
+                labels_side, big.window).fetchall(),
+            "classify_regime_labels_fetched": lambda: sql_conn.execute(
+                labels_fetched, big.window).fetchall(),
             "plain_sql": lambda: plain_conn.execute(plain, params).fetchall(),
             "numpy": lambda: numpy_classify(cli),
         }, repeats=cfg.heavy_rounds, warmup=0)
@@ -431,6 +441,8 @@ def run_b4(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
         "measured": {
             "classify_regimes": server_side,
             "classify_regimes_fetched": fetched,
+            "classify_regime_labels": labels_side,
+            "classify_regime_labels_fetched": labels_fetched,
             "plain_sql": "nearest label and confidence with <->, fetched",
             "numpy": "BYTEA fetched with a server-side cursor, labels and confidences in numpy",
         },
@@ -439,6 +451,9 @@ def run_b4(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
         "speedup_classify_regimes": ratio(stats["numpy"], stats["classify_regimes"]),
         "speedup_classify_regimes_fetched": ratio(stats["numpy"],
                                                   stats["classify_regimes_fetched"]),
+        "speedup_classify_regime_labels": ratio(stats["numpy"], stats["classify_regime_labels"]),
+        "speedup_classify_regime_labels_fetched": ratio(
+            stats["numpy"], stats["classify_regime_labels_fetched"]),
         "speedup_plain_sql": ratio(stats["numpy"], stats["plain_sql"]),
         "labels_agree_with_numpy": agree,
         "goal": 10.0,

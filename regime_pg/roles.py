@@ -115,6 +115,8 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "regime_centroid_series",
     # classify--2.sql
     "regime_classify_query",
+    "regime_classify_prepare",
+    "classify_regime_labels",
 )
 
 #: Functions that write prototype sets: writers only.

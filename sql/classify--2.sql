@@ -1,8 +1,10 @@
 -- regime-pg: classification, version 2: classify_regimes set-based.
 --
 -- Replaces classify_regimes of classify--1.sql (same signature, result
--- columns, values, order and errors) and adds regime_classify_query, the
--- text of the one statement it now runs.  classify_regime,
+-- columns, values, order and errors) and adds classify_regime_labels (the
+-- same rows without the distances, for many dates), regime_classify_prepare
+-- (the checks and what the statement binds) and regime_classify_query (the
+-- text of the one statement both run).  classify_regime,
 -- regime_classification and regime_centroid_series stay those of
 -- classify--1.sql.
 --
@@ -26,9 +28,14 @@
 --   * nearest: least() of the distances, then the first prototype in byte
 --     order (COLLATE "C") at that distance, as version 1's ORDER BY
 --     distance, label COLLATE "C";
---   * confidence: 1 / (t_1 + ... + t_k), t_i = 0 where z_i = (d_i - d_min)
---     / temperature > 700, else exp(-z_i), added left to right in the order
---     of version 1's sum() (labels by the database's collation);
+--   * confidence: 1 / (t_1 + ... + t_k), added left to right in the order
+--     of version 1's sum() (labels by the database's collation), with
+--     t_i = exp(greatest(-z_i, -700)), z_i = (d_i - d_min) / temperature.
+--     Version 1 takes t_i = 0 where z_i > 700; e^-700 (about 1e-304) there
+--     gives the same sum, bit for bit: the nearest prototype's term is
+--     exp(0) = 1, so the sum is at least 1, and such terms, together far
+--     below half a unit in the last place of 1, vanish in it.  (The bound
+--     keeps exp() from underflowing, which PostgreSQL reports as an error.)
 --   * distances jsonb: the same float8 to jsonb conversion, with
 --     extra_float_digits pinned to 1;
 --   * the dedup rule: the latest created_at wins (ties: the greatest
@@ -56,11 +63,14 @@
 -- The statement classify_regimes runs for a set of n_prototypes prototypes.
 -- byte_order lists the positions (1..n_prototypes) of the labels in byte
 -- order; deduplicate reads regime_embeddings_latest instead of regimes;
--- absorb adds the min_duration rule.  Parameters of the statement: $1
+-- absorb adds the min_duration rule; with_distances adds the distances
+-- column (classify_regimes) or leaves it out (classify_regime_labels).
+-- Parameters of the statement: $1
 -- region, $2 start date, $3 end date, $4 labels (text[]), $5 centres
 -- (vector[], same order), $6 temperature, $7 min_duration.
 CREATE FUNCTION regime_classify_query(n_prototypes integer, byte_order integer[],
-                                      deduplicate boolean, absorb boolean)
+                                      deduplicate boolean, absorb boolean,
+                                      with_distances boolean)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
@@ -76,14 +86,14 @@ DECLARE
     label     text;
 BEGIN
     IF n_prototypes IS NULL OR n_prototypes < 1
-       OR byte_order IS NULL OR cardinality(byte_order) <> n_prototypes THEN
+       OR byte_order IS NULL OR cardinality(byte_order) <> n_prototypes
+       OR with_distances IS NULL THEN
         RAISE EXCEPTION 'regime_classify_query needs n_prototypes >= 1 and its byte order'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT string_agg(format('r.embedding_vector <-> $5[%s] AS d%s', i, i), ', ' ORDER BY i),
            'least(' || string_agg(format('d.d%s', i), ', ' ORDER BY i) || ')',
-           string_agg(format('CASE WHEN (c.d%s - c.m) / $6 > 700 THEN 0'
-                             ' ELSE exp(-(c.d%s - c.m) / $6) END', i, i), ' + ' ORDER BY i),
+           string_agg(format('exp(greatest((c.m - c.d%s) / $6, -700))', i), ' + ' ORDER BY i),
            string_agg(format('$4[%s], c.d%s', i, i), ', ' ORDER BY i)
       INTO distances, nearest, terms, pairs
       FROM generate_series(1, n_prototypes) AS i;
@@ -134,14 +144,76 @@ BEGIN
         label := '$4[c.nearest]';
     END IF;
     RETURN 'SELECT c.as_of_date, ' || label || ', 1 / (' || terms || '),'
-        || '       jsonb_build_object(' || pairs || '), $4[c.nearest]'
+        || CASE WHEN with_distances THEN ' jsonb_build_object(' || pairs || '),' ELSE '' END
+        || '       $4[c.nearest]'
         || '  FROM (' || result || ') AS c'
         || ' ORDER BY c.as_of_date';
 END
 $$;
 
-COMMENT ON FUNCTION regime_classify_query(integer, integer[], boolean, boolean) IS
+COMMENT ON FUNCTION regime_classify_query(integer, integer[], boolean, boolean, boolean) IS
     'regime-pg: the statement classify_regimes runs for a set of that many prototypes';
+
+-- What classify_regimes and classify_regime_labels run, once the checks of
+-- version 1 have passed in their order: the statement for the set (written
+-- by regime_classify_query) and the values it binds, $4 labels, $5 centres
+-- and $6 temperature (in version 1's order: by label).
+CREATE FUNCTION regime_classify_prepare(p_region text, p_start date, p_end date,
+                                        p_set_name text, p_min_duration integer,
+                                        p_with_distances boolean,
+                                        OUT statement text, OUT labels text[],
+                                        OUT centers vector[],
+                                        OUT temperature double precision)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    chosen     regime_prototype_sets;
+    byte_order integer[];
+    duplicated boolean;
+BEGIN
+    chosen := regime_prototype_set(p_set_name);
+    PERFORM regime_check_region(p_region);
+    PERFORM regime_check_window(p_region, NULL, p_start, p_end);
+    PERFORM regime_check_prototype_set_region(chosen, p_region);
+    PERFORM regime_check_date_count(p_min_duration, 'min_duration');
+    temperature := chosen.temperature;
+
+    SELECT array_agg(m.label ORDER BY m.label), array_agg(m.center ORDER BY m.label)
+      INTO labels, centers
+      FROM regime_prototype_set_members AS m
+     WHERE m.set_name = chosen.name;
+    IF labels IS NULL THEN
+        -- A set without members (only inside the transaction saving it):
+        -- no label, as version 1.
+        statement := 'SELECT e.as_of_date, NULL::text, NULL::double precision,'
+                  || CASE WHEN p_with_distances THEN ' NULL::jsonb,' ELSE '' END
+                  || '       NULL::text'
+                  || '  FROM regime_embeddings_latest AS e'
+                  || ' WHERE e.region = $1'
+                  || '   AND e.as_of_date BETWEEN $2 AND $3'
+                  || '   AND e.embedding_vector IS NOT NULL'
+                  || ' ORDER BY e.as_of_date';
+        RETURN;
+    END IF;
+    byte_order := ARRAY(SELECT u.i
+                          FROM unnest(labels) WITH ORDINALITY AS u(label, i)
+                         ORDER BY u.label COLLATE "C");
+
+    -- Does a date of the window have two rows?  (Stops at the first.)
+    duplicated := EXISTS (SELECT
+                            FROM regimes AS r
+                           WHERE r.region = p_region
+                             AND r.as_of_date BETWEEN p_start AND p_end
+                           GROUP BY r.as_of_date
+                          HAVING count(*) > 1);
+    statement := regime_classify_query(cardinality(labels), byte_order, duplicated,
+                                       p_min_duration > 1, p_with_distances);
+END
+$$;
+
+COMMENT ON FUNCTION regime_classify_prepare(text, date, date, text, integer, boolean) IS
+    'regime-pg: checks, then the statement and values classify_regimes(_labels) run';
 
 -- Classify every date of region in [start_date, end_date] that has a
 -- usable embedding (the dedup rule of compute_regime_prototype), in one
@@ -168,55 +240,36 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 SET extra_float_digits = 1
 AS $$
-#variable_conflict use_column
 DECLARE
-    p_region       ALIAS FOR $1;
-    p_start        ALIAS FOR $2;
-    p_end          ALIAS FOR $3;
-    p_min_duration ALIAS FOR $5;
-    chosen         regime_prototype_sets;
-    labels         text[];
-    centers        vector[];
-    byte_order     integer[];
-    duplicated     boolean;
+    prepared record;
 BEGIN
-    chosen := regime_prototype_set($4);
-    PERFORM regime_check_region(p_region);
-    PERFORM regime_check_window(p_region, NULL, p_start, p_end);
-    PERFORM regime_check_prototype_set_region(chosen, p_region);
-    PERFORM regime_check_date_count(p_min_duration, 'min_duration');
-
-    -- The members in version 1's order (by label), and their byte order.
-    SELECT array_agg(m.label ORDER BY m.label), array_agg(m.center ORDER BY m.label)
-      INTO labels, centers
-      FROM regime_prototype_set_members AS m
-     WHERE m.set_name = chosen.name;
-    IF labels IS NULL THEN
-        -- A set without members (only inside the transaction saving it):
-        -- no label, as version 1.
-        RETURN QUERY
-            SELECT e.as_of_date, NULL::text, NULL::double precision, NULL::jsonb, NULL::text
-              FROM regime_embeddings_latest AS e
-             WHERE e.region = p_region
-               AND e.as_of_date BETWEEN p_start AND p_end
-               AND e.embedding_vector IS NOT NULL
-             ORDER BY e.as_of_date;
-        RETURN;
-    END IF;
-    byte_order := ARRAY(SELECT u.i
-                          FROM unnest(labels) WITH ORDINALITY AS u(label, i)
-                         ORDER BY u.label COLLATE "C");
-
-    -- Does a date of the window have two rows?  (Stops at the first.)
-    duplicated := EXISTS (SELECT
-                            FROM regimes AS r
-                           WHERE r.region = p_region
-                             AND r.as_of_date BETWEEN p_start AND p_end
-                           GROUP BY r.as_of_date
-                          HAVING count(*) > 1);
-
-    RETURN QUERY EXECUTE
-        regime_classify_query(cardinality(labels), byte_order, duplicated, p_min_duration > 1)
-        USING p_region, p_start, p_end, labels, centers, chosen.temperature, p_min_duration;
+    prepared := regime_classify_prepare($1, $2, $3, $4, $5, true);
+    RETURN QUERY EXECUTE prepared.statement
+        USING $1, $2, $3, prepared.labels, prepared.centers, prepared.temperature, $5;
 END
 $$;
+
+-- The same rows without the distances: for classifying many dates, where
+-- building a jsonb of distances for every row costs as much as the rest.
+CREATE FUNCTION classify_regime_labels(region text, start_date date, end_date date,
+                                       set_name text, min_duration integer DEFAULT 1)
+RETURNS TABLE (
+    as_of_date date,
+    label      text,
+    confidence double precision,
+    raw_label  text
+)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    prepared record;
+BEGIN
+    prepared := regime_classify_prepare($1, $2, $3, $4, $5, false);
+    RETURN QUERY EXECUTE prepared.statement
+        USING $1, $2, $3, prepared.labels, prepared.centers, prepared.temperature, $5;
+END
+$$;
+
+COMMENT ON FUNCTION classify_regime_labels(text, date, date, text, integer) IS
+    'regime-pg: classify_regimes without the distances, for many dates';

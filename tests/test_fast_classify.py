@@ -151,6 +151,15 @@ def rows(conn: Connection, function: str, window: tuple[dt.date, dt.date], set_n
         (REGION, *window, set_name, min_duration)).fetchall()
 
 
+def label_rows(conn: Connection, window: tuple[dt.date, dt.date], set_name: str,
+               min_duration: int) -> list[tuple[Any, ...]]:
+    """classify_regime_labels' columns: those of ``rows`` without the distances."""
+    return conn.execute(
+        "SELECT as_of_date, label, confidence, confidence::text, raw_label"
+        "  FROM classify_regime_labels(%s, %s, %s, %s, %s)",
+        (REGION, *window, set_name, min_duration)).fetchall()
+
+
 def has_duplicates(conn: Connection, window: tuple[dt.date, dt.date]) -> bool:
     row = conn.execute("SELECT EXISTS (SELECT FROM regimes WHERE region = %s"
                        " AND as_of_date BETWEEN %s AND %s GROUP BY as_of_date"
@@ -172,6 +181,8 @@ def test_same_rows_as_v1(mixed: Connection, set_name: str) -> None:
             v2 = rows(mixed, "classify_regimes", window, set_name, min_duration)
             v1 = rows(mixed, "classify_regimes_v1", window, set_name, min_duration)
             assert v2 == v1, (window, min_duration)
+            lean = label_rows(mixed, window, set_name, min_duration)
+            assert lean == [(r[0], r[1], r[2], r[3], r[6]) for r in v1], (window, min_duration)
             assert v2, (window, min_duration)
             seen_ties |= any(len(set(r[4].values())) < len(r[4]) for r in v2)
     assert seen_ties or set_name.startswith("one")
@@ -226,14 +237,14 @@ def test_same_errors_in_the_same_order(mixed: Connection, args: tuple[Any, ...])
     insert_rows(mixed, "US", [DAY0], [np.ones(DIM, "<f4")])
     set_name, region, start, end, min_duration = args
     caught = []
-    for function in ("classify_regimes", "classify_regimes_v1"):
+    for function in ("classify_regimes", "classify_regimes_v1", "classify_regime_labels"):
         with pytest.raises(psycopg.Error) as error:
             mixed.execute(f"SELECT * FROM {function}(%s, %s, %s, %s, %s)",
                           (region, start, end, set_name, min_duration))
         diag = error.value.diag
         caught.append((error.value.sqlstate, diag.message_primary, diag.message_detail,
                        diag.message_hint, diag.table_name, diag.column_name))
-    assert caught[0] == caught[1]
+    assert caught[0] == caught[1] == caught[2]
 
 
 # --------------------------------------------------------------------------- min_duration
@@ -275,7 +286,7 @@ def plan(conn: Connection, deduplicate: bool, absorb_runs: bool) -> list[dict[st
         "  FROM regime_prototype_set_members AS m JOIN regime_prototype_sets AS s"
         "    ON s.name = m.set_name WHERE m.set_name = 'four'").fetchone()
     order = [i + 1 for i, _ in sorted(enumerate(labels), key=lambda p: p[1].encode())]
-    query = conn.execute("SELECT regime_classify_query(4, %s, %s, %s)",
+    query = conn.execute("SELECT regime_classify_query(4, %s, %s, %s, true)",
                          (order, deduplicate, absorb_runs)).fetchone()[0]
     with conn.transaction():
         conn.execute(f"PREPARE classify_plan(text, date, date, text[], vector[],"
@@ -315,21 +326,29 @@ def test_parallel_safety_flags(conn: Connection) -> None:
     flags = dict(conn.execute(
         "SELECT p.oid::regprocedure::text, p.proparallel::text || p.provolatile::text"
         "  FROM pg_proc AS p"
-        " WHERE p.proname IN ('classify_regimes', 'regime_classify_query')").fetchall())
+        " WHERE p.proname IN ('classify_regimes', 'classify_regime_labels',"
+        "                     'regime_classify_prepare', 'regime_classify_query')").fetchall())
     assert flags == {
         "classify_regimes(text,date,date,text,integer)": "ss",
-        "regime_classify_query(integer,integer[],boolean,boolean)": "si",
+        "classify_regime_labels(text,date,date,text,integer)": "ss",
+        "regime_classify_prepare(text,date,date,text,integer,boolean)": "ss",
+        "regime_classify_query(integer,integer[],boolean,boolean,boolean)": "si",
     }
 
 
 def test_query_text_formats_only_integers(conn: Connection) -> None:
     query = conn.execute(
-        "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true)").fetchone()[0]
+        "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true, true)").fetchone()[0]
     assert "WHEN d.d2 THEN 2 WHEN d.d3 THEN 3 WHEN d.d1 THEN 1" in query
     assert "'" not in query  # no literal of any kind: everything else is a parameter
-    for bad in ((0, [], False, False), (2, [1], False, False), (None, [1], False, False)):
+    assert "jsonb_build_object" in query
+    lean = conn.execute(
+        "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true, false)").fetchone()[0]
+    assert "jsonb" not in lean and lean.replace(" ", "") != query.replace(" ", "")
+    for bad in ((0, [], False, False, True), (2, [1], False, False, True),
+                (None, [1], False, False, True), (1, [1], False, False, None)):
         with pytest.raises(psycopg.errors.InvalidParameterValue):
-            conn.execute("SELECT regime_classify_query(%s, %s::integer[], %s, %s)", bad)
+            conn.execute("SELECT regime_classify_query(%s, %s::integer[], %s, %s, %s)", bad)
 
 
 # --------------------------------------------------------------------------- migration
@@ -355,9 +374,10 @@ def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
     with psycopg.connect(empty_db) as conn:
         head = conn.execute(FUNCTIONS).fetchall()
     names = {r[0] for r in head}
-    assert "regime_classify_query(integer,integer[],boolean,boolean)" in names
     assert names - {r[0] for r in before} == {
-        "regime_classify_query(integer,integer[],boolean,boolean)"}
+        "regime_classify_query(integer,integer[],boolean,boolean,boolean)",
+        "regime_classify_prepare(text,date,date,text,integer,boolean)",
+        "classify_regime_labels(text,date,date,text,integer)"}
     migrate.downgrade(empty_db, "0010")
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(FUNCTIONS).fetchall() == before

@@ -3,9 +3,10 @@
 Upgrade loads ``classify--2.sql``: ``classify_regimes`` is replaced, same
 signature, result columns, values, order and errors, and runs the statement
 that the new function ``regime_classify_query`` writes for the set's number
-of prototypes.
+of prototypes (``regime_classify_prepare`` runs the checks and reads the
+set); ``classify_regime_labels`` is new: the same rows without the distances.
 
-Downgrade drops ``regime_classify_query`` and puts back the definition of
+Downgrade drops the three new functions and puts back the definition of
 ``classify_regimes`` from ``classify--1.sql``, taken from the released file
 (checked against ``sql/SHA256SUMS``) as ``CREATE OR REPLACE``.  Only that
 statement is re-run, not the whole file: the file's other functions were never
@@ -37,4 +38,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     conn = op.get_bind()
     run_sql(conn, released_function("classify--1.sql", REPLACED))
-    run_sql(conn, "DROP FUNCTION regime_classify_query(integer, integer[], boolean, boolean);")
+    run_sql(
+        conn,
+        """
+        DROP FUNCTION classify_regime_labels(text, date, date, text, integer);
+        DROP FUNCTION regime_classify_prepare(text, date, date, text, integer, boolean);
+        DROP FUNCTION regime_classify_query(integer, integer[], boolean, boolean, boolean);
+        """,
+    )
