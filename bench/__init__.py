@@ -12,7 +12,8 @@ server), builds its data in a throwaway database there, and runs:
   two-level centroid (prototypes--3.sql), us/row on one core and error against
   numpy's float64 mean; the plans, serial and parallel.
 * B4 classification: 1M stored embeddings against 4 prototypes in SQL
-  (``classify_regimes``, and a plain ``<->`` query) against numpy.
+  (``classify_regimes``, ``classify_regime_labels`` without the distances,
+  and a plain ``<->`` query; consumed in the server and fetched) against numpy.
 * B5 scaling: one-year-window latency at table sizes 10k, 100k, 1M (10M with
   ``--full``), plotted to ``bench/scaling.png``.
 * B6 storage: buffers per window row on the centroid path; no TOAST reads.

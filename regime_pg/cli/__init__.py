@@ -48,9 +48,32 @@ def build_parser() -> CommandParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    head, passed_on = split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if passed_on is not None:
+        args.bench_args = passed_on
     configure_progress(quiet=args.quiet)
     return run_handler(args.handler, args)
+
+
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``argv`` up to ``bench``, and what follows it (None without ``bench``).
+
+    ``bench`` hands everything after it to ``python -m bench``, options
+    included: argparse's REMAINDER would refuse options that follow a
+    subcommand (``regime-pg bench --quick``).
+
+    >>> split_passthrough(["-q", "bench", "--quick", "--output", "r.json"])
+    (['-q', 'bench'], ['--quick', '--output', 'r.json'])
+    >>> split_passthrough(["compute", "--region", "bench"])
+    (['compute', '--region', 'bench'], None)
+    """
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):  # the subcommand: global options take no value
+            if arg == "bench":
+                return argv[: i + 1], argv[i + 1 :]
+            break
+    return argv, None
 
 
 if __name__ == "__main__":

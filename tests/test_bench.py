@@ -1,0 +1,49 @@
+"""The benchmark suite runs end to end (``regime-pg bench --quick``), on its own server.
+
+A smoke test, not a measurement: it checks that every case ran and wrote
+its files, and the figures that do not depend on the machine (accuracy
+against numpy, the same bits with parallel workers, labels agreeing with
+numpy, no TOAST read). Speed is never asserted: ``python -m bench`` is
+where it is measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from regime_pg.cli import main as cli_main
+from tests.conftest import _majors
+
+
+def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    output = tmp_path / "results.json"
+    # the bench always runs on its own embedded server: the newest major tested
+    major = str(max([m for m in _majors() if m in (16, 18)] or [18]))
+    assert cli_main(["bench", "--quick", "--output", str(output), "--major", major]) == 0
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert {"b1", "b2", "b3", "b4", "b5", "b6"} <= results.keys()
+    assert results["meta"]["mode"] == "quick"
+    assert results["meta"]["environment"]["regime_pg_revision"] == "0011"
+    # every path ran and was timed
+    for key in ("speedup", "client_over_sum_floor"):
+        assert results["b1"][key]["median"] > 0
+    assert results["b1"]["hot"]["speedup"]["median"] > 0
+    assert results["b2"]["speedup"]["median"] > 0
+    assert all(v["median"] > 0 for v in results["b4"]["us_per_row"].values())
+    assert len(results["b5"]["sizes"]) == 3
+    # what does not depend on the machine
+    assert results["b1"]["center_error_vs_bound"] <= 1.0
+    assert results["b3"]["error_vs_bound"]["two_level"] <= 1.0
+    assert results["b3"]["error_vs_bound"]["sum"] > results["b3"]["error_vs_bound"]["two_level"]
+    assert results["b3"]["same_bits_serial_and_parallel"] is True
+    assert results["b4"]["labels_agree_with_numpy"] >= 0.999
+    assert results["b6"]["toast_blocks_per_server_call"] == 0
+    markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# regime-pg benchmark (quick run")
+    assert "| B4, the same rows without the distances |" in markdown
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| benchmark | regime-pg | baseline |" in capsys.readouterr().out
