@@ -60,12 +60,12 @@
 --
 -- Runs with search_path set by the migration; every function pins it.
 
--- The statement classify_regimes runs for a set of n_prototypes prototypes.
--- byte_order lists the positions (1..n_prototypes) of the labels in byte
--- order; deduplicate reads regime_embeddings_latest instead of regimes;
--- absorb adds the min_duration rule; with_distances adds the distances
--- column (classify_regimes) or leaves it out (classify_regime_labels).
--- Parameters of the statement: $1
+-- The statement classify_regimes and classify_regime_labels run for a set
+-- of n_prototypes prototypes.  byte_order lists the positions
+-- (1..n_prototypes) of the labels in byte order; deduplicate reads
+-- regime_embeddings_latest instead of regimes; absorb adds the min_duration
+-- rule; with_distances adds the distances column (classify_regimes) or
+-- leaves it out (classify_regime_labels).  Parameters of the statement: $1
 -- region, $2 start date, $3 end date, $4 labels (text[]), $5 centres
 -- (vector[], same order), $6 temperature, $7 min_duration.
 CREATE FUNCTION regime_classify_query(n_prototypes integer, byte_order integer[],
@@ -88,7 +88,8 @@ BEGIN
     IF n_prototypes IS NULL OR n_prototypes < 1
        OR byte_order IS NULL OR cardinality(byte_order) <> n_prototypes
        OR with_distances IS NULL THEN
-        RAISE EXCEPTION 'regime_classify_query needs n_prototypes >= 1 and its byte order'
+        RAISE EXCEPTION 'regime_classify_query needs n_prototypes >= 1, their byte order '
+                        'and with_distances'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT string_agg(format('r.embedding_vector <-> $5[%s] AS d%s', i, i), ', ' ORDER BY i),
@@ -152,7 +153,7 @@ END
 $$;
 
 COMMENT ON FUNCTION regime_classify_query(integer, integer[], boolean, boolean, boolean) IS
-    'regime-pg: the statement classify_regimes runs for a set of that many prototypes';
+    'regime-pg: the statement classify_regimes(_labels) run for a set of that many prototypes';
 
 -- What classify_regimes and classify_regime_labels run, once the checks of
 -- version 1 have passed in their order: the statement for the set (written
