@@ -122,6 +122,16 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
             embedded.stop(data_dir=data_dir)
 
 
+#: Session settings that make parallel query free, so plans show workers on small tables.
+FORCE_PARALLEL = (
+    "SET parallel_setup_cost = 0",
+    "SET parallel_tuple_cost = 0",
+    "SET min_parallel_table_scan_size = 0",
+    "SET min_parallel_index_scan_size = 0",
+    "SET max_parallel_workers_per_gather = 2",
+)
+
+
 def database_dsn(admin_dsn: str, name: str) -> str:
     """The DSN of database ``name`` on the server of ``admin_dsn``."""
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)

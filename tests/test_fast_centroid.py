@@ -36,22 +36,13 @@ import pytest
 
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types, vector_to_numpy
-from tests.conftest import Server, create_database, database_dsn, drop_database
+from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
 
 DIM = 384
 EPOCH = dt.date(2000, 1, 1).toordinal()  # PostgreSQL's date zero
 ADV_START = dt.date(1700, 1, 1)
 ADV_ROWS = 120_000
 ONE_YEAR = (dt.date(1900, 1, 1), dt.date(1900, 12, 31))
-
-#: Parallel query made free, as the issue asks for the plan tests.
-FORCE_PARALLEL = (
-    "SET parallel_setup_cost = 0",
-    "SET parallel_tuple_cost = 0",
-    "SET min_parallel_table_scan_size = 0",
-    "SET min_parallel_index_scan_size = 0",
-    "SET max_parallel_workers_per_gather = 2",
-)
 
 
 def within_bound(center: npt.NDArray[Any], rows: npt.NDArray[np.float32]) -> npt.NDArray[Any]:

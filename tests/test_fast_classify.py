@@ -37,7 +37,7 @@ from psycopg import sql
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types
 from regime_pg.migration_ops import released_function
-from tests.conftest import Server, database_dsn, drop_database
+from tests.conftest import FORCE_PARALLEL, Server, database_dsn, drop_database
 from tests.engine import insert_rows
 from tests.test_classify_sql import absorb, classify_sequence, load_sequence_set
 
@@ -57,13 +57,6 @@ SETS: dict[str, list[str]] = {
     "four": ["B_", "B1", "BA", "A"],
     "seven": ["Z_", "Z9", "ZA", "A_B", "A1", "AB", "M"],
 }
-FORCE_PARALLEL = (
-    "SET parallel_setup_cost = 0",
-    "SET parallel_tuple_cost = 0",
-    "SET min_parallel_table_scan_size = 0",
-    "SET min_parallel_index_scan_size = 0",
-    "SET max_parallel_workers_per_gather = 2",
-)
 
 
 def centres(n: int) -> np.ndarray:
