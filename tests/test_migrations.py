@@ -853,3 +853,19 @@ def test_history_is_one_linear_chain() -> None:
     assert chain[-1] == HEAD
     for previous, rev in itertools.pairwise(chain):
         assert script.get_revision(rev).down_revision == previous
+
+
+def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
+    """0010 and 0011 change functions only: both ways, they run while regimes is locked."""
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        create_engine_schema(conn)
+    migrate.upgrade(empty_db, "0009")
+    # a lock wait fails after 2 s instead of hanging the test
+    waiting = psycopg.conninfo.make_conninfo(empty_db, options="-c lock_timeout=2000")
+    with psycopg.connect(empty_db) as holder:
+        holder.execute("LOCK TABLE regimes IN ACCESS EXCLUSIVE MODE")
+        migrate.upgrade(waiting)
+        assert migrate.current_revision(waiting) == HEAD
+        migrate.downgrade(waiting, "0009")
+        assert migrate.current_revision(waiting) == "0009"
+        holder.rollback()
