@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from regime_pg.cli import main as cli_main
+from regime_pg.migrate import head_revision
 from tests.conftest import _majors
 
 
@@ -27,7 +28,7 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     results = json.loads(output.read_text(encoding="utf-8"))
     assert {"b1", "b2", "b3", "b4", "b5", "b6"} <= results.keys()
     assert results["meta"]["mode"] == "quick"
-    assert results["meta"]["environment"]["regime_pg_revision"] == "0011"
+    assert results["meta"]["environment"]["regime_pg_revision"] == head_revision()
     # every path ran and was timed
     for key in ("speedup", "client_over_sum_floor"):
         assert results["b1"][key]["median"] > 0

@@ -629,28 +629,35 @@ def test_same_results_as_the_v1_definitions(db: str) -> None:
         assert newer == new  # deterministic
 
 
-def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
-    query = """
-        SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proparallel,
-               p.provolatile, p.proconfig
-          FROM pg_proc AS p
-         WHERE p.pronamespace = 'public'::regnamespace AND p.prokind = 'f'
-           AND NOT EXISTS (SELECT FROM pg_depend AS d
-                            WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                              AND d.deptype = 'e')
-         ORDER BY 1
-    """
-    migrate.upgrade(empty_db, "0008")
+#: Every routine regime-pg created in public, as its definition, flags and comment show it.
+ROUTINES = """
+    SELECT p.oid::regprocedure::text, p.prokind,
+           CASE WHEN p.prokind = 'f' THEN pg_get_functiondef(p.oid) END,
+           p.proparallel, p.provolatile, p.proconfig, obj_description(p.oid, 'pg_proc')
+      FROM pg_proc AS p
+     WHERE p.pronamespace = 'public'::regnamespace
+       AND NOT EXISTS (SELECT FROM pg_depend AS d
+                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
+     ORDER BY 1
+"""
+
+
+@pytest.mark.parametrize("earlier", ["0008", "0009"])
+def test_downgrade_restores_the_earlier_definitions_exactly(empty_db: str, earlier: str) -> None:
+    """Down from head to 0008 (v1) or 0009 (v2): every routine as a fresh install has it."""
+    migrate.upgrade(empty_db, earlier)
     with psycopg.connect(empty_db) as conn:
-        before = conn.execute(query).fetchall()
+        before = conn.execute(ROUTINES).fetchall()
     migrate.upgrade(empty_db)
     with psycopg.connect(empty_db) as conn:
-        names = {r[0] for r in conn.execute(query).fetchall()}
+        names = {r[0] for r in conn.execute(ROUTINES).fetchall()}
     assert {
         "regime_prototype_compute(text,text,date,date)",
-        "regime_prototype_compute_custom_plans(text,text,date,date)",
+        "regime_window_bucket_states(text,date,date,integer,integer)",
+        "regime_vector_sum_state(vector)",
     } <= names
-    migrate.downgrade(empty_db, "0008")
+    migrate.downgrade(empty_db, earlier)
     with psycopg.connect(empty_db) as conn:
-        after = conn.execute(query).fetchall()
+        after = conn.execute(ROUTINES).fetchall()
     assert after == before
