@@ -40,10 +40,10 @@
 --     extra_float_digits pinned to 1;
 --   * the dedup rule: the latest created_at wins (ties: the greatest
 --     regime_record_id); a date whose latest row has no usable embedding
---     has no row.  When no date of the window has two rows in regimes (an
---     index-only check that stops at the first duplicate), every row is its
---     date's latest and regimes is read directly; otherwise through
---     regime_embeddings_latest, as version 1.
+--     has no row.  When no date of the window has two rows in regimes
+--     (one index-only pass: count(*) against count(DISTINCT as_of_date)),
+--     every row is its date's latest and regimes is read directly;
+--     otherwise through regime_embeddings_latest, as version 1.
 --   * min_duration: the rule of version 1 (see classify--1.sql), computed
 --     in date order without sorting by label: a run starts where the
 --     nearest label changes (lag), a row's position in its run is its row
@@ -201,13 +201,13 @@ BEGIN
                           FROM unnest(labels) WITH ORDINALITY AS u(label, i)
                          ORDER BY u.label COLLATE "C");
 
-    -- Does a date of the window have two rows?  (Stops at the first.)
-    duplicated := EXISTS (SELECT
-                            FROM regimes AS r
-                           WHERE r.region = p_region
-                             AND r.as_of_date BETWEEN p_start AND p_end
-                           GROUP BY r.as_of_date
-                          HAVING count(*) > 1);
+    -- Does a date of the window have two rows?  One pass over the index,
+    -- whose dates come sorted: count(DISTINCT) needs no sort (PostgreSQL 16
+    -- and later), at half the cost of grouping by date.
+    duplicated := (SELECT count(*) <> count(DISTINCT r.as_of_date)
+                     FROM regimes AS r
+                    WHERE r.region = p_region
+                      AND r.as_of_date BETWEEN p_start AND p_end);
     statement := regime_classify_query(cardinality(labels), byte_order, duplicated,
                                        p_min_duration > 1, p_with_distances);
 END
