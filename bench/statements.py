@@ -19,11 +19,11 @@ from regime_pg.connection import Connection
 _WINDOW = {"p_region": "$1", "p_start": "$2::date", "p_end": "$3::date"}
 
 
-def _statement(source: str, pattern: str, into: str, names: dict[str, str]) -> str:
+def _statement(source: str, pattern: str, into: str | None, names: dict[str, str]) -> str:
     found = re.search(pattern, source, re.S)
     if found is None:
         raise RuntimeError(f"statement {pattern[:40]!r} not found: the function changed shape")
-    text = re.sub(into, "", found.group(0), flags=re.S)
+    text = found.group(0) if into is None else re.sub(into, "", found.group(0), flags=re.S)
     for name, value in names.items():
         text = re.sub(rf"\b{re.escape(name)}\b", value, text)
     return text.rstrip().rstrip(";")
@@ -35,7 +35,8 @@ def function_statements(conn: Connection) -> dict[str, str]:
     sources = dict(
         conn.execute(
             "SELECT proname, prosrc FROM pg_proc"
-            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_states')"
+            " WHERE proname IN ('regime_window_parts', 'regime_window_distances',"
+            "                   'regime_window_bucket_states')"
         ).fetchall()
     )
     if len(sources) != 2:
@@ -52,16 +53,16 @@ def function_statements(conn: Connection) -> dict[str, str]:
              "bucket_days": width.group(1)},
         ),
         "parts": _statement(
-            sources["regime_prototype_compute"],
-            r"SELECT sum\(s\.n_usable\), sum\(s\.n_skipped\).*?\) AS s;",
-            r"\bINTO\b.*?\bdirty\b",
-            {**_WINDOW, "bounds": "($4::integer[])"},
+            sources["regime_window_parts"],
+            r"SELECT sum\(s\.n_usable\)::bigint, sum\(s\.n_skipped\).*?\) AS s;",
+            None,
+            {**_WINDOW, "p_bounds": "($4::integer[])"},
         ),
         "dispersion": _statement(
-            sources["regime_prototype_compute"],
-            r"SELECT coalesce\(sum\(r\.embedding_vector <-> result\.center\), 0\).*?;",
-            r"\bINTO\s+distances\b",
-            {**_WINDOW, "result.center": "$4::vector"},
+            sources["regime_window_distances"],
+            r"SELECT coalesce\(sum\(r\.embedding_vector <-> p_center\), 0\).*?;",
+            None,
+            {**_WINDOW, "p_center": "$4::vector"},
         ),
     }
 

@@ -89,6 +89,8 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "regime_window_bucket_sums",
     # prototypes--3.sql (the aggregates run pgvector's C functions only)
     "regime_window_bucket_states",
+    "regime_window_parts",
+    "regime_window_distances",
     "regime_vector_sum_state",
     "regime_vector_state_sum",
     # prototype_sets--1.sql: checks, the fit, export, document parsing (all read-only)

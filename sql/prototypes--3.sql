@@ -4,8 +4,9 @@
 -- Replaces regime_prototype_compute and regime_prototype_for_window of
 -- prototypes--2.sql and compute_regime_prototype of prototypes--1.sql (same
 -- signatures, results and errors), and regime_window_bucket_sums by
--- regime_window_bucket_states.  compute_regime_prototypes and
--- regime_prototypes_json call them unchanged.
+-- regime_window_bucket_states; adds regime_window_parts and
+-- regime_window_distances, the statements of long windows.
+-- compute_regime_prototypes and regime_prototypes_json call them unchanged.
 --
 -- What changed, and why (measured on a one-year window, about 0.34 ms a
 -- call before):
@@ -24,6 +25,12 @@
 --     proves its region exists.  Errors and their order are unchanged.
 --   * compute_regime_prototype is PL/pgSQL, so its call is a cached simple
 --     expression instead of a SQL function set up again by every statement.
+--   * Long windows now really get parallel workers.  Version 2 ran the
+--     8-part UNION ALL and the dispersion's scan as SELECT ... INTO, which
+--     PL/pgSQL runs with a row limit, and PostgreSQL starts no parallel
+--     worker for such a query (the plans showed workers only when the
+--     statements were run on their own).  They are now the RETURN QUERY of
+--     regime_window_parts and regime_window_distances, which run to the end.
 --
 -- Accuracy: a float32 sum of k <= 15 values errs by at most
 -- (k - 1) * u * sum |x_ij| (u = 2^-24), the float8 additions next to
@@ -112,6 +119,78 @@ $$;
 COMMENT ON FUNCTION regime_window_bucket_states(text, date, date, integer, integer) IS
     'regime-pg: two-level sums (float8 state) over a range of 15-day buckets of a window';
 
+-- The 8 parts of a long window's buckets (p_bounds: the 9 bucket bounds),
+-- one regime_window_bucket_states call each, in one UNION ALL that parallel
+-- workers share (Parallel Append), added in part order.  One row.
+--
+-- RETURN QUERY, because PL/pgSQL runs a SELECT ... INTO for at most one row,
+-- and PostgreSQL does not start parallel workers for a query run with a row
+-- limit; RETURN QUERY runs its query to the end, and may.
+CREATE FUNCTION regime_window_parts(p_region text, p_start date, p_end date,
+                                    p_bounds integer[])
+RETURNS TABLE (n_usable bigint, n_skipped bigint, state double precision[],
+               first_date date, last_date date, dirty integer[])
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RETURN QUERY
+        SELECT sum(s.n_usable)::bigint, sum(s.n_skipped)::bigint,
+               regime_vector_state_sum(s.state ORDER BY s.part),
+               min(s.first_date), max(s.last_date),
+               string_to_array(string_agg(array_to_string(s.dirty, ','), ','
+                                          ORDER BY s.part), ',')::integer[]
+          FROM (SELECT 1 AS part, s1.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[1], p_bounds[2] - 1) AS s1
+                UNION ALL
+                SELECT 2, s2.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[2], p_bounds[3] - 1) AS s2
+                UNION ALL
+                SELECT 3, s3.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[3], p_bounds[4] - 1) AS s3
+                UNION ALL
+                SELECT 4, s4.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[4], p_bounds[5] - 1) AS s4
+                UNION ALL
+                SELECT 5, s5.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[5], p_bounds[6] - 1) AS s5
+                UNION ALL
+                SELECT 6, s6.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[6], p_bounds[7] - 1) AS s6
+                UNION ALL
+                SELECT 7, s7.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[7], p_bounds[8] - 1) AS s7
+                UNION ALL
+                SELECT 8, s8.* FROM regime_window_bucket_states(
+                    p_region, p_start, p_end, p_bounds[8], p_bounds[9] - 1) AS s8) AS s;
+END
+$$;
+
+COMMENT ON FUNCTION regime_window_parts(text, date, date, integer[]) IS
+    'regime-pg: two-level sums of a long window, its 8 parts in parallel workers';
+
+-- The sum of the L2 distances from every row of the window to p_center
+-- (rows of dates with several rows included: the caller trades them).  One
+-- row; RETURN QUERY for the same reason as regime_window_parts: a long
+-- window's scan gets parallel workers.
+CREATE FUNCTION regime_window_distances(p_region text, p_start date, p_end date,
+                                        p_center vector)
+RETURNS SETOF double precision
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RETURN QUERY
+        SELECT coalesce(sum(r.embedding_vector <-> p_center), 0)
+          FROM regimes AS r
+         WHERE r.region = p_region
+           AND r.as_of_date BETWEEN p_start AND p_end;
+END
+$$;
+
+COMMENT ON FUNCTION regime_window_distances(text, date, date, vector) IS
+    'regime-pg: sum of the distances of a window''s rows to a centre';
+
 -- The prototype of one window whose bounds are checked.
 CREATE OR REPLACE FUNCTION regime_prototype_compute(p_region text, p_label text,
                                                     p_start date, p_end date)
@@ -140,35 +219,9 @@ BEGIN
     ELSE
         bounds := ARRAY(SELECT i * ((p_end - p_start) / bucket_days + 1) / parts
                           FROM generate_series(0, parts) AS i);
-        SELECT sum(s.n_usable), sum(s.n_skipped),
-               regime_vector_state_sum(s.state ORDER BY s.part),
-               min(s.first_date), max(s.last_date),
-               string_to_array(string_agg(array_to_string(s.dirty, ','), ','
-                                          ORDER BY s.part), ',')::integer[]
+        SELECT w.n_usable, w.n_skipped, w.state, w.first_date, w.last_date, w.dirty
           INTO n_usable, n_skipped, state, result.first_date, result.last_date, dirty
-          FROM (SELECT 1 AS part, s1.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[1], bounds[2] - 1) AS s1
-                UNION ALL
-                SELECT 2, s2.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[2], bounds[3] - 1) AS s2
-                UNION ALL
-                SELECT 3, s3.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[3], bounds[4] - 1) AS s3
-                UNION ALL
-                SELECT 4, s4.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[4], bounds[5] - 1) AS s4
-                UNION ALL
-                SELECT 5, s5.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[5], bounds[6] - 1) AS s5
-                UNION ALL
-                SELECT 6, s6.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[6], bounds[7] - 1) AS s6
-                UNION ALL
-                SELECT 7, s7.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[7], bounds[8] - 1) AS s7
-                UNION ALL
-                SELECT 8, s8.* FROM regime_window_bucket_states(
-                    p_region, p_start, p_end, bounds[8], bounds[9] - 1) AS s8) AS s;
+          FROM regime_window_parts(p_region, p_start, p_end, bounds) AS w;
     END IF;
 
     -- Buckets with a duplicate date: the same sums over the latest rows.
@@ -227,11 +280,8 @@ BEGIN
 
     -- Dispersion: over every row of the window; the buckets with a
     -- duplicate date then trade their rows for the latest ones.
-    SELECT coalesce(sum(r.embedding_vector <-> result.center), 0)
-      INTO distances
-      FROM regimes AS r
-     WHERE r.region = p_region
-       AND r.as_of_date BETWEEN p_start AND p_end;
+    distances := (SELECT d FROM regime_window_distances(p_region, p_start, p_end,
+                                                         result.center) AS d);
     IF dirty IS NOT NULL THEN
         distances := distances
             + coalesce((SELECT sum(e.embedding_vector <-> result.center)

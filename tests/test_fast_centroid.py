@@ -265,6 +265,38 @@ def test_parallel_workers_give_the_same_bits(adv: Adversarial) -> None:
     assert rows == [("ALL", ADV_ROWS), ("YEAR", 365)]
 
 
+def test_a_call_starts_parallel_workers(adv: Adversarial) -> None:
+    """The call itself, not only its statements run on their own, gets workers on a long window.
+
+    PL/pgSQL's SELECT ... INTO runs with a row limit and gets no worker; the
+    long-window statements are RETURN QUERY of their own functions.
+    """
+    with connect(adv.dsn) as conn:
+        counter = conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pg_stat_database'::regclass"
+            "   AND attname = 'parallel_workers_launched'"
+        ).fetchone()
+        if counter is None or counter[0] == 0:
+            pytest.skip("pg_stat_database.parallel_workers_launched is new in PostgreSQL 18")
+        for setting in FORCE_PARALLEL:
+            conn.execute(setting)
+
+        def launched() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")  # at the end of this statement
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "SELECT parallel_workers_launched FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        before = launched()
+        prototype(conn, "ADV", adv.dates[0], adv.dates[-1])
+        after = launched()
+    assert after - before >= 2  # the 8 parts, then the dispersion's scan
+
+
 def test_scan_order_changes_no_bit(db: str) -> None:
     """Rows read in physical order or in date order, serially or in parallel: same bits."""
     rng = np.random.default_rng(16)
@@ -302,11 +334,11 @@ def test_scan_order_changes_no_bit(db: str) -> None:
 # --------------------------------------------------------------------------- plans
 
 
-def statement(source: str, pattern: str, into: str, names: dict[str, str]) -> str:
+def statement(source: str, pattern: str, into: str | None, names: dict[str, str]) -> str:
     """One statement of a PL/pgSQL body, as PREPARE text: INTO dropped, variables as $n."""
     found = re.search(pattern, source, re.S)
     assert found, f"statement {pattern[:40]!r} not found: the function changed shape"
-    text = re.sub(into, "", found.group(0), flags=re.S)
+    text = found.group(0) if into is None else re.sub(into, "", found.group(0), flags=re.S)
     for name, value in names.items():
         text = re.sub(rf"\b{re.escape(name)}\b", value, text)
     return text.rstrip().rstrip(";")
@@ -321,7 +353,8 @@ def function_statements(conn: Connection) -> dict[str, str]:
     sources = dict(
         conn.execute(
             "SELECT proname, prosrc FROM pg_proc"
-            " WHERE proname IN ('regime_prototype_compute', 'regime_window_bucket_states')"
+            " WHERE proname IN ('regime_window_parts', 'regime_window_distances',"
+            "                   'regime_window_bucket_states')"
         ).fetchall()
     )
     window = {"p_region": "$1", "p_start": "$2::date", "p_end": "$3::date"}
@@ -342,16 +375,16 @@ def function_statements(conn: Connection) -> dict[str, str]:
             },
         ),
         "parts": statement(
-            sources["regime_prototype_compute"],
-            r"SELECT sum\(s\.n_usable\), sum\(s\.n_skipped\).*?\) AS s;",
-            r"\bINTO\b.*?\bdirty\b",
-            {**window, "bounds": "($4::integer[])"},
+            sources["regime_window_parts"],
+            r"SELECT sum\(s\.n_usable\)::bigint, sum\(s\.n_skipped\).*?\) AS s;",
+            None,
+            {**window, "p_bounds": "($4::integer[])"},
         ),
         "dispersion": statement(
-            sources["regime_prototype_compute"],
-            r"SELECT coalesce\(sum\(r\.embedding_vector <-> result\.center\), 0\).*?;",
-            r"\bINTO\s+distances\b",
-            {**window, "result.center": "$4::vector"},
+            sources["regime_window_distances"],
+            r"SELECT coalesce\(sum\(r\.embedding_vector <-> p_center\), 0\).*?;",
+            None,
+            {**window, "p_center": "$4::vector"},
         ),
     }
 
@@ -410,6 +443,8 @@ PARALLEL_SAFE_ROUTINES = (
     "regime_prototype_compute(text,text,date,date)",
     "regime_prototype_compute_custom_plans(text,text,date,date)",
     "regime_window_bucket_states(text,date,date,integer,integer)",
+    "regime_window_parts(text,date,date,integer[])",
+    "regime_window_distances(text,date,date,vector)",
     "regime_check_region(text)",
     "regime_check_window(text,text,date,date)",
     "regime_window_name(text,text)",

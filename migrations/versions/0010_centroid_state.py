@@ -3,7 +3,9 @@
 Upgrade loads ``prototypes--3.sql``: two aggregates over pgvector's own
 functions (``regime_vector_sum_state``, ``regime_vector_state_sum``), a new
 ``regime_window_bucket_states`` in place of ``regime_window_bucket_sums``
-(dropped), and new bodies, same signatures, results and errors, for
+(dropped), ``regime_window_parts`` and ``regime_window_distances`` (the
+statements of long windows, in parallel workers), and new bodies, same
+signatures, results and errors, for
 ``regime_prototype_compute``, ``regime_prototype_for_window`` and
 ``compute_regime_prototype``.
 
@@ -54,6 +56,8 @@ def downgrade() -> None:
     run_sql(
         conn,
         """
+        DROP FUNCTION regime_window_distances(text, date, date, vector);
+        DROP FUNCTION regime_window_parts(text, date, date, integer[]);
         DROP FUNCTION regime_window_bucket_states(text, date, date, integer, integer);
         DROP AGGREGATE regime_vector_state_sum(double precision[]);
         DROP AGGREGATE regime_vector_sum_state(vector);
