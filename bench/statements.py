@@ -39,7 +39,7 @@ def function_statements(conn: Connection) -> dict[str, str]:
             "                   'regime_window_bucket_states')"
         ).fetchall()
     )
-    if len(sources) != 2:
+    if len(sources) != 3:
         raise RuntimeError("prototypes--3.sql is not installed: run regime-pg migrate")
     width = re.search(r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);",
                       sources["regime_window_bucket_states"])
