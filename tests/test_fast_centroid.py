@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import struct
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ import numpy.typing as npt
 import psycopg
 import pytest
 
+from bench.statements import bucket_bounds, explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types, vector_to_numpy
 from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
@@ -332,97 +332,24 @@ def test_scan_order_changes_no_bit(db: str) -> None:
 
 
 # --------------------------------------------------------------------------- plans
-
-
-def statement(source: str, pattern: str, into: str | None, names: dict[str, str]) -> str:
-    """One statement of a PL/pgSQL body, as PREPARE text: INTO dropped, variables as $n."""
-    found = re.search(pattern, source, re.S)
-    assert found, f"statement {pattern[:40]!r} not found: the function changed shape"
-    text = found.group(0) if into is None else re.sub(into, "", found.group(0), flags=re.S)
-    for name, value in names.items():
-        text = re.sub(rf"\b{re.escape(name)}\b", value, text)
-    return text.rstrip().rstrip(";")
-
-
-def function_statements(conn: Connection) -> dict[str, str]:
-    """The statements regime_prototype_compute runs, from the installed functions' source.
-
-    So the plans below are those of the statements the functions run:
-    $1 region, $2 start, $3 end, then the statement's own variables.
-    """
-    sources = dict(
-        conn.execute(
-            "SELECT proname, prosrc FROM pg_proc"
-            " WHERE proname IN ('regime_window_parts', 'regime_window_distances',"
-            "                   'regime_window_bucket_states')"
-        ).fetchall()
-    )
-    window = {"p_region": "$1", "p_start": "$2::date", "p_end": "$3::date"}
-    width = re.search(
-        r"bucket_days\s+constant\s+integer\s*:=\s*(\d+);", sources["regime_window_bucket_states"]
-    )
-    assert width
-    return {
-        "buckets": statement(
-            sources["regime_window_bucket_states"],
-            r"SELECT coalesce\(sum\(b\.n_usable\).*?AS b;",
-            r"\bINTO\b.*?\bdirty\b",
-            {
-                **window,
-                "p_first": "$4::integer",
-                "p_last": "$5::integer",
-                "bucket_days": width.group(1),
-            },
-        ),
-        "parts": statement(
-            sources["regime_window_parts"],
-            r"SELECT sum\(s\.n_usable\)::bigint, sum\(s\.n_skipped\).*?\) AS s;",
-            None,
-            {**window, "p_bounds": "($4::integer[])"},
-        ),
-        "dispersion": statement(
-            sources["regime_window_distances"],
-            r"SELECT coalesce\(sum\(r\.embedding_vector <-> p_center\), 0\).*?;",
-            None,
-            {**window, "p_center": "$4::vector"},
-        ),
-    }
-
-
-def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
-def explain(conn: Connection, text: str, params: tuple[object, ...]) -> list[dict[str, Any]]:
-    name = f"s_{uuid.uuid4().hex[:8]}"
-    conn.execute(f"PREPARE {name} AS {text}")
-    placeholders = ", ".join(["%s"] * len(params))
-    # client-side binding: EXECUTE's arguments are literals, typed by the statement
-    row = (
-        psycopg.ClientCursor(conn)
-        .execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({placeholders})", params)
-        .fetchone()
-    )
-    assert row is not None
-    return list(plan_nodes(row[0][0]["Plan"]))
+# The statements the functions run, taken from their installed source by the
+# benchmark's own extractor (bench.statements), so both show the same plans.
 
 
 def test_long_window_statements_get_parallel_workers(adv: Adversarial) -> None:
     """Workers take parts of the window; each part is a constant-memory nested loop."""
     window = ("ADV", adv.dates[0], adv.dates[-1])
     n_buckets = (adv.dates[-1] - adv.dates[0]).days // 15 + 1
-    bounds = [i * n_buckets // 8 for i in range(9)]
+    bounds = bucket_bounds(adv.dates[0], adv.dates[-1])
     with connect(adv.dsn) as conn:
         statements = function_statements(conn)
         conn.execute("SET plan_cache_mode = force_custom_plan")  # as for long windows
         for setting in FORCE_PARALLEL:
             conn.execute(setting)
         center = prototype(conn, *window)[2]
-        parts = explain(conn, statements["parts"], (*window, bounds))
-        dispersion = explain(conn, statements["dispersion"], (*window, center))
-        buckets = explain(conn, statements["buckets"], (*window, 0, n_buckets - 1))
+        parts, _ = explain(conn, statements["parts"], (*window, bounds))
+        dispersion, _ = explain(conn, statements["dispersion"], (*window, center))
+        buckets, _ = explain(conn, statements["buckets"], (*window, 0, n_buckets - 1))
     for nodes in (parts, dispersion):
         gathers = [n for n in nodes if n["Node Type"] in ("Gather", "Gather Merge")]
         assert gathers and all(g["Workers Planned"] >= 1 for g in gathers), nodes[0]
