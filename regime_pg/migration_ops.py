@@ -83,7 +83,10 @@ def released_statement(name: str, head: str) -> str:
     >>> released_statement("prototypes--1.sql", "CREATE FUNCTION compute_regime_prototype(")[-28:]
     'NULL, start_date, end_date);'
     """
-    text = read_sql(name)
+    return _statement_at(read_sql(name), head)
+
+
+def _statement_at(text: str, head: str) -> str:
     start = text.index(head)
     end = text.index(";\n", start) + 1
     if "$$" in text[start:end]:
@@ -105,7 +108,7 @@ def released_function(name: str, function: str) -> str:
              if h in text]
     if len(heads) != 1 or text.count(heads[0]) != 1:
         raise MigrationError(f"{name} does not define function {function} exactly once")
-    body = released_statement(name, heads[0])
+    body = _statement_at(text, heads[0])
     return "CREATE OR REPLACE FUNCTION " + body[len(heads[0]) - len(function) - 1 :]
 
 
