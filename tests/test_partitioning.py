@@ -23,11 +23,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from bench.statements import explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import use_vector_types, vector_to_numpy
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import ENGINE_SCHEMA_SQL, create_engine_schema, insert_rows
-from tests.test_fast_centroid import explain, function_statements, plan_nodes
 
 DIM = 384
 
@@ -238,16 +238,13 @@ def test_a_one_year_window_reads_one_partition(
         n_buckets = (end - start).days // 15 + 1
         window = (region, start, end)
         plans = {
-            "centroid": explain(conn, statements["buckets"], (*window, 0, n_buckets - 1)),
-            "dispersion": explain(conn, statements["dispersion"], (*window, center[0])),
+            "centroid": explain(conn, statements["buckets"], (*window, 0, n_buckets - 1))[0],
+            "dispersion": explain(conn, statements["dispersion"], (*window, center[0]))[0],
+            # the dedup view (buckets with a duplicate date, classify_regimes): pruned too
+            "view": explain(conn, "SELECT count(*) FROM regime_embeddings_latest"
+                                  " WHERE region = $1 AND as_of_date BETWEEN $2::date AND $3::date",
+                            window)[0],
         }
-        # the dedup view (buckets with a duplicate date, classify_regimes): pruned too
-        view = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM regime_embeddings_latest"
-            " WHERE region = %s AND as_of_date BETWEEN %s AND %s", window
-        ).fetchone()
-        assert view is not None
-        plans["view"] = list(plan_nodes(view[0][0]["Plan"]))
     for name, nodes in plans.items():
         assert scanned_partitions(nodes) == expected, (name, scanned_partitions(nodes))
 
@@ -261,9 +258,9 @@ def test_generic_plans_prune_at_executor_start(empty_db: str) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         statements = function_statements(conn)
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        nodes = explain(conn, statements["dispersion"],
-                        ("EU", dt.date(2018, 1, 1), dt.date(2018, 12, 31), "[" +
-                         ",".join(["0"] * DIM) + "]"))
+        nodes, _ = explain(conn, statements["dispersion"],
+                           ("EU", dt.date(2018, 1, 1), dt.date(2018, 12, 31), "[" +
+                            ",".join(["0"] * DIM) + "]"))
     appends = [n for n in nodes if n["Node Type"] == "Append"]
     removed = sum(int(n.get("Subplans Removed", 0)) for n in appends)
     assert removed == 2, [(n["Node Type"], n.get("Subplans Removed")) for n in nodes]
