@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from regime_pg.cli import main as cli_main
 from regime_pg.migrate import head_revision
+from tests.cli_support import cli, isolated_cli  # noqa: F401  (the CLI's logging undone after)
 from tests.conftest import _majors
 
 
@@ -24,7 +24,8 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     output = tmp_path / "results.json"
     # the bench always runs on its own embedded server: the newest major tested
     major = str(max([m for m in _majors() if m in (16, 18)] or [18]))
-    assert cli_main(["bench", "--quick", "--output", str(output), "--major", major]) == 0
+    result = cli(capsys, "bench", "--quick", "--output", output, "--major", major)
+    assert result.code == 0, result.err[-2000:]
     results = json.loads(output.read_text(encoding="utf-8"))
     assert {"b1", "b2", "b3", "b4", "b5", "b6"} <= results.keys()
     assert results["meta"]["mode"] == "quick"
@@ -47,4 +48,4 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     assert markdown.startswith("# regime-pg benchmark (quick run")
     assert "| B4, the same rows without the distances |" in markdown
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| benchmark | regime-pg | baseline |" in capsys.readouterr().out
+    assert "| benchmark | regime-pg | baseline |" in result.out
