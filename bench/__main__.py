@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import cases, report
-from .server import bench_server
+from .server import EMBEDDED_SHARED_BUFFERS, bench_server, quarter_of_memory
 from .timing import progress
 
 HERE = Path(__file__).resolve().parent
@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
                              "temporary directory, removed at the end)")
     parser.add_argument("--keep", action="store_true",
                         help="leave the benchmark's server running at the end")
-    parser.add_argument("--shared-buffers", default=None, metavar="SIZE",
-                        help="shared_buffers for the benchmark's server (default: the "
-                             "embedded server's own, 128MB), e.g. 4GB")
+    parser.add_argument("--shared-buffers", default=quarter_of_memory(), metavar="SIZE",
+                        help="shared_buffers for the benchmark's server (default: 25%% of "
+                             "this machine's memory, %(default)s, the PostgreSQL "
+                             "documentation's starting value for a dedicated server); "
+                             f"'{EMBEDDED_SHARED_BUFFERS}' keeps the embedded server's "
+                             "own 128MB")
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full" if args.full else "default"
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": time.monotonic() - t0,
             "environment": environment,
             "config": cfg.to_json(),
+            "shared_buffers_option": args.shared_buffers,
         },
         "data": {"b1": data_b1, "big": data_big},
         "b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,

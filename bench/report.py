@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .cases import finite
+from .server import EMBEDDED_SHARED_BUFFERS, quarter_of_memory
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -32,6 +33,16 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _shared_buffers_note(meta: dict[str, Any]) -> str:
+    """Where shared_buffers came from, for the header line."""
+    option = meta.get("shared_buffers_option")
+    if option in (None, EMBEDDED_SHARED_BUFFERS):
+        return " (the embedded server's default)"
+    if option == quarter_of_memory():
+        return " (25% of the machine's memory, the benchmark's default)"
+    return " (--shared-buffers)"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     pg = meta["environment"]["postgresql"]
@@ -45,7 +56,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['environment']['regime_pg_revision']}; {meta['environment']['cpus']} CPUs, "
         f"load average {meta['load_before'][0]:.1f} before and "
         f"{meta['load_after'][0]:.1f} after the run (a shared machine); shared_buffers "
-        f"{pg['shared_buffers']}, work_mem {pg['work_mem']}, "
+        f"{pg['shared_buffers']}{_shared_buffers_note(meta)}, work_mem {pg['work_mem']}, "
         f"max_parallel_workers_per_gather {pg['max_parallel_workers_per_gather']}.",
         "",
         "Every ratio is measured in the same run as its baseline, in interleaved rounds; "

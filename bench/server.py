@@ -90,14 +90,31 @@ class BenchServer:
         }
 
 
+#: ``--shared-buffers`` value that keeps the embedded server's own setting.
+EMBEDDED_SHARED_BUFFERS = "embedded"
+
+
+def quarter_of_memory() -> str:
+    """25% of this machine's physical memory, in MB: the starting value the
+    PostgreSQL documentation gives for a dedicated server with 1 GB or more.
+
+    >>> quarter_of_memory().endswith("MB")
+    True
+    """
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{total // 4 // 2**20}MB"
+
+
 @contextmanager
 def bench_server(major: int, data_dir: Path | None, keep: bool,
                  shared_buffers: str | None = None) -> Iterator[BenchServer]:
     """Start the benchmark's server; stop it (and remove its directory) afterwards.
 
-    ``shared_buffers``: set it (ALTER SYSTEM, then a restart) instead of keeping
-    the embedded server's default (128MB).
+    ``shared_buffers``: set it (ALTER SYSTEM, then a restart); None or
+    ``EMBEDDED_SHARED_BUFFERS`` keeps the embedded server's default (128MB).
     """
+    if shared_buffers == EMBEDDED_SHARED_BUFFERS:
+        shared_buffers = None
     owned = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="regime-pg-bench-")) if data_dir is None else data_dir
     pgdata = root / "pgdata" if owned else root

@@ -24,11 +24,15 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     output = tmp_path / "results.json"
     # the bench always runs on its own embedded server: the newest major tested
     major = str(max([m for m in _majors() if m in (16, 18)] or [18]))
-    result = cli(capsys, "bench", "--quick", "--output", output, "--major", major)
+    # a small shared_buffers: the restart that sets it runs, without taking
+    # a quarter of the CI machine's memory
+    result = cli(capsys, "bench", "--quick", "--output", output, "--major", major,
+                 "--shared-buffers", "160MB")
     assert result.code == 0, result.err[-2000:]
     results = json.loads(output.read_text(encoding="utf-8"))
     assert {"b1", "b2", "b3", "b4", "b5", "b6"} <= results.keys()
     assert results["meta"]["mode"] == "quick"
+    assert results["meta"]["environment"]["postgresql"]["shared_buffers"] == "160MB"
     assert results["meta"]["environment"]["regime_pg_revision"] == head_revision()
     # every path ran and was timed
     for key in ("speedup", "client_over_sum_floor"):
