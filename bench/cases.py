@@ -6,10 +6,13 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from decimal import Decimal
+from functools import partial
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+from psycopg.abc import Buffer
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection, vector_to_numpy
@@ -63,10 +66,16 @@ def bound_ratio(center: npt.NDArray[Any], exact: npt.NDArray[np.float64],
     return float(np.max(err / (1e-6 * mean_abs)))
 
 
+def bytea_rows(rows: list[tuple[object, ...]]) -> list[tuple[Buffer]]:
+    """Rows of ``CLIENT_SQL`` (one BYTEA column), as psycopg's BYTEA loaders return them."""
+    return cast("list[tuple[Buffer]]", rows)
+
+
 def client_mean(conn: Connection, window: tuple[str, dt.date, dt.date]) -> npt.NDArray[Any]:
     """The calibration script's client path: fetch the BYTEA rows, frombuffer each, mean."""
-    rows = conn.execute(CLIENT_SQL, window).fetchall()
-    return np.mean([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0)
+    rows = bytea_rows(conn.execute(CLIENT_SQL, window).fetchall())
+    center: npt.NDArray[Any] = np.mean([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0)
+    return center
 
 
 def client_mean_streamed(conn: Connection, window: tuple[str, dt.date, dt.date]
@@ -77,7 +86,7 @@ def client_mean_streamed(conn: Connection, window: tuple[str, dt.date, dt.date]
     with conn.transaction(), conn.cursor(name="bench_client") as cur:
         cur.itersize = 10_000
         cur.execute(CLIENT_SQL, window)
-        while batch := cur.fetchmany(10_000):
+        while batch := bytea_rows(cur.fetchmany(10_000)):
             x = np.stack([np.frombuffer(r[0], dtype="<f4") for r in batch])
             total += x.sum(axis=0, dtype=np.float64)
             n += len(batch)
@@ -106,12 +115,15 @@ def load_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
     with server.connect("bench_b1") as conn:
         for r in range(cfg.b1_regions):
             x = data.embeddings(rng, len(days), rng.standard_normal(data.DIM).astype("<f4"))
-            took, _ = timed(lambda x=x, r=r: data.copy_through_trigger(conn, f"R{r:02d}", days, x))
+            took, _ = timed(partial(data.copy_through_trigger, conn, f"R{r:02d}", days, x))
             seconds += took
             progress(f"B1 data: region R{r:02d}: {len(days)} rows through the trigger "
                      f"({took / len(days) * 1e3:.2f} ms/row)")
         conn.execute("VACUUM ANALYZE regimes")
-        rows = conn.execute("SELECT count(*), count(embedding_vector) FROM regimes").fetchone()
+        rows = cast(
+            "tuple[int, int] | None",
+            conn.execute("SELECT count(*), count(embedding_vector) FROM regimes").fetchone(),
+        )
     assert rows is not None
     return {"rows": rows[0], "converted": rows[1], "regions": cfg.b1_regions,
             "years": cfg.b1_years, "path": "binary COPY of BYTEA only, trigger converts",
@@ -138,7 +150,7 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
         binary = cli_bin.cursor(binary=True)
 
         def client_binary(w: tuple[str, dt.date, dt.date]) -> Any:
-            rows = binary.execute(CLIENT_SQL, w).fetchall()
+            rows = bytea_rows(binary.execute(CLIENT_SQL, w).fetchall())
             return np.mean([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0)
 
         paths: dict[str, Callable[[tuple[str, dt.date, dt.date]], Any]] = {
@@ -158,10 +170,11 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
             names = names[round_ % len(names):] + names[:round_ % len(names)]
             results = {}
             for name in names:
-                took, results[name] = timed(lambda name=name, w=w: paths[name](w))
+                took, results[name] = timed(partial(paths[name], w))
                 samples[name].append(took)
             x = np.stack([np.frombuffer(r[0], dtype="<f4")
-                          for r in cli.execute(CLIENT_SQL, w).fetchall()]).astype(np.float64)
+                          for r in bytea_rows(cli.execute(CLIENT_SQL, w).fetchall())]
+                         ).astype(np.float64)
             n_dates.append(len(x))
             worst = max(worst, bound_ratio(results["server"], x.mean(axis=0),
                                            np.abs(x).mean(axis=0)))
@@ -394,7 +407,7 @@ def run_b4(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
         out_labels, out_conf = [], []
         with conn.transaction(), conn.cursor(name="bench_classify") as cur:
             cur.execute(CLIENT_SQL, big.window)
-            while batch := cur.fetchmany(10_000):
+            while batch := bytea_rows(cur.fetchmany(10_000)):
                 x = np.stack([np.frombuffer(r[0], dtype="<f4") for r in batch]).astype(np.float64)
                 d = np.sqrt(((x[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2))
                 z = d - d.min(axis=1, keepdims=True)
@@ -488,12 +501,11 @@ def run_b5(server: BenchServer, cfg: Config) -> dict[str, Any]:
                     yield f"R{r:02d}", part, pool[idx]
 
         with server.connect(name) as conn:
-            took, loaded = timed(lambda conn=conn, batches=batches: data.copy_batch_converted(
-                conn, batches()))
+            took, loaded = timed(partial(data.copy_batch_converted, conn, batches()))
             check = data.verify_conversion(conn)
             conn.execute("VACUUM ANALYZE regimes")
-            size_mb = conn.execute(
-                "SELECT pg_total_relation_size('regimes') / 1048576.0").fetchone()
+            size_mb = cast("tuple[Decimal] | None", conn.execute(
+                "SELECT pg_total_relation_size('regimes') / 1048576.0").fetchone())
         assert size_mb is not None
         tables[size] = {"name": name, "rows": loaded, "mb": float(size_mb[0]), "check": check}
         progress(f"B5: {loaded:,} rows loaded in {took:.0f} s")
@@ -504,16 +516,16 @@ def run_b5(server: BenchServer, cfg: Config) -> dict[str, Any]:
         for size, table in tables.items():
             srv, cli = server.connect(table["name"]), server.connect(table["name"])
             conns += [srv, cli]
-            fns[f"server_{size}"] = lambda srv=srv: server_center(srv, window)
-            fns[f"client_{size}"] = lambda cli=cli: client_mean(cli, window)
+            fns[f"server_{size}"] = partial(server_center, srv, window)
+            fns[f"client_{size}"] = partial(client_mean, cli, window)
         stats = paired(fns, repeats=cfg.b5_rounds, warmup=5)
         results = []
         for size, table in tables.items():
             srv = conns[2 * list(tables).index(size)]
             nodes, _ = explain(srv, function_statements(srv)["buckets"],
                                (*window, 0, (window[2] - window[1]).days // 15))
-            n_dates = srv.execute("SELECT n_dates FROM compute_regime_prototype(%s, %s, %s)",
-                                  window).fetchone()
+            n_dates = cast("tuple[int] | None", srv.execute(
+                "SELECT n_dates FROM compute_regime_prototype(%s, %s, %s)", window).fetchone())
             assert n_dates is not None
             plan = plan_summary(nodes)
             server_s, client_s = stats[f"server_{size}"], stats[f"client_{size}"]
@@ -549,9 +561,9 @@ def run_b5(server: BenchServer, cfg: Config) -> dict[str, Any]:
 def toast_blocks(conn: Connection) -> int:
     conn.execute("SELECT pg_stat_force_next_flush()")
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
+    row = cast("tuple[int] | None", conn.execute(
         "SELECT coalesce(toast_blks_read, 0) + coalesce(toast_blks_hit, 0)"
-        "  FROM pg_statio_user_tables WHERE relname = 'regimes'").fetchone()
+        "  FROM pg_statio_user_tables WHERE relname = 'regimes'").fetchone())
     assert row is not None
     return int(row[0])
 
@@ -568,10 +580,10 @@ def run_b6(server: BenchServer, cfg: Config) -> dict[str, Any]:
         bucket_nodes, bucket_text = explain(conn, statements["buckets"],
                                             (*window, 0, n_buckets - 1))
         disp_nodes, disp_text = explain(conn, statements["dispersion"], (*window, center))
-        pages = conn.execute(
+        pages = cast("tuple[int, int] | None", conn.execute(
             "SELECT count(*), count(DISTINCT (ctid::text::point)[0])"
             "  FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s",
-            window).fetchone()
+            window).fetchone())
         before = toast_blocks(conn)
         for _ in range(calls):
             server_center(conn, window)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -110,7 +111,7 @@ def copy_batch_converted(conn: Connection, batches: Iterator[tuple[str, npt.NDAr
 
 def verify_conversion(conn: Connection, sample: int = 1000) -> dict[str, int]:
     """A random sample of rows: the stored vector equals the trigger's conversion."""
-    row = conn.execute(
+    row = cast("tuple[int, int] | None", conn.execute(
         """
         SELECT count(*),
                count(*) FILTER (WHERE s.embedding_vector
@@ -121,7 +122,7 @@ def verify_conversion(conn: Connection, sample: int = 1000) -> dict[str, int]:
                  WHERE r.regime_embedding IS NOT NULL) AS s
         """,
         (sample,),
-    ).fetchone()
+    ).fetchone())
     assert row is not None
     checked, equal = int(row[0]), int(row[1])
     if checked != equal:

@@ -167,7 +167,8 @@ def build_engine_table(dsn: str, rows: int, seed: int = 7) -> Planted:
                 x = rng.standard_normal((stop - start, DIM), dtype=np.float32)
                 confidence = rng.random(stop - start)
                 for i in range(start, stop):
-                    embedding: bytes | None = x[i - start].astype("<f4").tobytes()
+                    embedding: bytes | None
+                    embedding = x[i - start].astype("<f4").tobytes()
                     if kind[i] == 1:
                         embedding = None
                     elif kind[i] == 2:
@@ -924,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn = embedded.ensure_database(uri, "engine_bench")
         with psycopg.connect(dsn, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()
-            settings = dict(
+            settings: dict[str, str] = dict(
                 conn.execute(
                     "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN"
                     " ('shared_buffers', 'max_wal_size', 'synchronous_commit', 'fsync',"

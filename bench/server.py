@@ -67,8 +67,8 @@ class BenchServer:
             "max_worker_processes", "jit", "random_page_cost",
         ]
         with self.connect(database) as conn:
-            settings = dict(
-                conn.execute(
+            settings: dict[str, str] = dict(
+                conn.execute(  # type: ignore[arg-type]
                     "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
                     (names,),
                 ).fetchall()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -33,11 +33,11 @@ def function_statements(conn: Connection) -> dict[str, str]:
     """PREPARE texts: ``buckets`` (one part: $4, $5 first and last bucket), ``parts``
     (the 8-part UNION ALL of long windows: $4 the bounds), ``dispersion`` ($4 centre)."""
     sources = dict(
-        conn.execute(
+        cast("list[tuple[str, str]]", conn.execute(
             "SELECT proname, prosrc FROM pg_proc"
             " WHERE proname IN ('regime_window_parts', 'regime_window_distances',"
             "                   'regime_window_bucket_states')"
-        ).fetchall()
+        ).fetchall())
     )
     if len(sources) != 3:
         raise RuntimeError("prototypes--3.sql is not installed: run regime-pg migrate")
@@ -95,7 +95,7 @@ def explain(conn: Connection, text: str, params: tuple[object, ...],
         for child in node.get("Plans", []):
             walk(child)
 
-    walk(row[0][0]["Plan"])
+    walk(cast("list[dict[str, Any]]", row[0])[0]["Plan"])
     return nodes, "\n".join(str(line[0]) for line in lines)
 
 
