@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -67,12 +67,11 @@ class BenchServer:
             "max_worker_processes", "jit", "random_page_cost",
         ]
         with self.connect(database) as conn:
-            settings: dict[str, str] = dict(
-                conn.execute(  # type: ignore[arg-type]
-                    "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
-                    (names,),
-                ).fetchall()
-            )
+            rows = conn.execute(
+                "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
+                (names,),
+            ).fetchall()
+            settings = dict(cast(list[tuple[str, str]], rows))
             vector = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             ).fetchone()
