@@ -12,6 +12,8 @@
 * min_duration on random label sequences (hypothesis): the same labels as
   version 1 and as the documented rule written in Python.
 * Errors: the same SQLSTATE, message and diagnostics, in the same order.
+* A set without members (only visible inside the transaction saving it):
+  one row of NULLs per usable date, as version 1, after the same checks.
 * Parallel workers give the same rows; the statement gets them when parallel
   query is cheap.
 * Downgrade to 0010 puts back the definition of a fresh install at 0010.
@@ -258,6 +260,81 @@ def test_min_duration_on_random_sequences_as_v1(mixed: Connection, raw: list[str
         "  FROM classify_regimes_v1('SEQ', '2018-01-01', '2019-12-31', 'seq', %s)",
         (min_duration,)).fetchall()
     assert got == v1
+
+
+# --------------------------------------------------------------------------- set without members
+
+
+def usable_days(window: tuple[dt.date, dt.date]) -> list[dt.date]:
+    """The dates ``load`` leaves a usable latest embedding in window, in order."""
+    unusable = {3, 50, 230} | {i for i in range(100, 200) if i % 11 == 0 or i % 19 == 0}
+    return [day for day in (DAY0 + dt.timedelta(days=i) for i in range(N_DAYS)
+                            if i not in unusable)
+            if window[0] <= day <= window[1]]
+
+
+def insert_memberless_set(conn: Connection, name: str, region: str = REGION) -> None:
+    """The set row as regime_store_prototype_set writes it, before any member."""
+    conn.execute(
+        "INSERT INTO regime_prototype_sets (name, region, embedding_dim, temperature, windows,"
+        " source) VALUES (%s, %s, regime_embedding_dim(), 0.7, '{}', 'document')",
+        (name, region))
+    # Visible only to the transaction saving it, which may still add members.
+    assert conn.execute(
+        "SELECT s.saving_xact = pg_current_xact_id(),"
+        "       (SELECT count(*) FROM regime_prototype_set_members AS m"
+        "         WHERE m.set_name = s.name)"
+        "  FROM regime_prototype_sets AS s WHERE s.name = %s", (name,)).fetchone() == (True, 0)
+
+
+def test_set_without_members_gives_every_usable_date_without_label(mixed: Connection) -> None:
+    """Inside its saving transaction a set has no members: one all-NULL row per usable date."""
+    sets_before = mixed.execute("SELECT array_agg(name ORDER BY name)"
+                                "  FROM regime_prototype_sets").fetchone()
+    assert [len(usable_days(w)) for w in (CLEAN, DIRTY, WHOLE)] == [98, 107, 223]
+    with mixed.transaction(force_rollback=True):
+        insert_memberless_set(mixed, "unsaved")
+        for window in (CLEAN, DIRTY, WHOLE):
+            days = usable_days(window)
+            for min_duration in (1, 3, 10_000):
+                expected = [(day, None, None, None, None, None, None) for day in days]
+                assert rows(mixed, "classify_regimes", window, "unsaved",
+                            min_duration) == expected, (window, min_duration)
+                assert rows(mixed, "classify_regimes_v1", window, "unsaved",
+                            min_duration) == expected, (window, min_duration)
+                assert label_rows(mixed, window, "unsaved", min_duration) == [
+                    (day, None, None, None, None) for day in days], (window, min_duration)
+        empty = (dt.date(2030, 1, 1), dt.date(2030, 12, 31))
+        for function in ("classify_regimes", "classify_regimes_v1"):
+            assert rows(mixed, function, empty, "unsaved", 1) == []
+        assert label_rows(mixed, empty, "unsaved", 1) == []
+    # Rolled back: the set never existed for anyone else.
+    assert mixed.execute("SELECT array_agg(name ORDER BY name)"
+                         "  FROM regime_prototype_sets").fetchone() == sets_before
+
+
+def test_set_without_members_is_checked_first_as_v1(mixed: Connection) -> None:
+    """The checks run before the no-member branch: the same errors as version 1."""
+    insert_rows(mixed, "US", [DAY0], [np.ones(DIM, "<f4")])
+    with mixed.transaction(force_rollback=True):
+        insert_memberless_set(mixed, "unsaved")
+        insert_memberless_set(mixed, "unsaved-us", region="US")
+        for region, start, end, set_name, min_duration, sqlstate in (
+                (REGION, "2020-12-31", "2020-01-01", "unsaved", 1, "22023"),  # window
+                (REGION, "2020-01-01", "2020-12-31", "unsaved-us", 1, "22023"),  # set's region
+                (REGION, "2020-01-01", "2020-12-31", "unsaved", 0, "22023"),  # min_duration
+                (REGION, "2020-01-01", "2020-12-31", "unsaved", None, "22004")):
+            caught = []
+            for function in ("classify_regimes", "classify_regimes_v1",
+                             "classify_regime_labels"):
+                with pytest.raises(psycopg.Error) as error, mixed.transaction():
+                    mixed.execute(f"SELECT * FROM {function}(%s, %s, %s, %s, %s)",
+                                  (region, start, end, set_name, min_duration))
+                diag = error.value.diag
+                caught.append((error.value.sqlstate, diag.message_primary, diag.message_detail,
+                               diag.message_hint, diag.table_name, diag.column_name))
+            assert caught[0][0] == sqlstate, caught[0]
+            assert caught[0] == caught[1] == caught[2]
 
 
 # --------------------------------------------------------------------------- plans
