@@ -23,7 +23,7 @@ A measurement tool, not a test: ``python -m bench.migration_safety [--rows N]``.
 6. Prints a report; ``--update-docs`` writes it into docs/migration-safety.md
    between the ``bench:migration-safety`` markers.
 
-Imports nothing from the rest of ``bench``.
+Imports from the rest of ``bench`` only the engine's schema (``bench.engine_schema``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.engine_schema import COLUMN_NAMES, ENGINE_REVISION, create_engine_schema
 from regime_pg import embedded, migrate, migration_ops
 
 DIM = 384
@@ -61,27 +62,7 @@ WRITER_APP = "regime-pg-bench-engine"
 MONITOR_APP = "regime-pg-bench-monitor"
 BLOCKER_APP = "regime-pg-bench-blocker"
 
-ENGINE_SCHEMA_SQL = """
-CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
-INSERT INTO alembic_version VALUES ('0027');
-CREATE TABLE regimes (
-    regime_record_id varchar(64) PRIMARY KEY,
-    as_of_date date NOT NULL,
-    region varchar(32) NOT NULL,
-    regime_label varchar(32) NOT NULL,
-    regime_embedding bytea NULL,
-    embedding_ref varchar(255) NULL,
-    confidence double precision NOT NULL,
-    metadata jsonb NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ix_regimes_region_date ON regimes (region, as_of_date);
-"""
-
-ENGINE_COLUMNS = (
-    "regime_record_id, as_of_date, region, regime_label, regime_embedding, embedding_ref, "
-    "confidence, metadata, created_at"
-)
+ENGINE_COLUMNS = ", ".join(COLUMN_NAMES)
 
 # md5 of each row's text, then md5 of those in regime_record_id order: string_agg of
 # the rows themselves would pass PostgreSQL's 1 GB limit on a 1M-row table.
@@ -144,7 +125,7 @@ def build_engine_table(dsn: str, rows: int, seed: int = 7) -> Planted:
     base_time = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     chunk = 20_000
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(ENGINE_SCHEMA_SQL.encode())
+        create_engine_schema(conn)
         with (
             conn.cursor() as cur,
             cur.copy(f"COPY regimes ({ENGINE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
@@ -1013,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                 "the original rows as before the upgrade": sum_original == sum_before,
                 "no row inserted during the downgrade lost": rows_after
                 == sum_mid[0] + len(down_writer.rows),
-                "nothing of regime-pg left": leftovers == (None, None, None, "0027"),
+                "nothing of regime-pg left": leftovers == (None, None, None, ENGINE_REVISION),
             }
             ok = ok and down.error is None and all(same.values())
 

@@ -10,27 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-ENGINE_SCHEMA_SQL = """
-CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
-INSERT INTO alembic_version VALUES ('0027');
-CREATE TABLE regimes (
-    regime_record_id varchar(64) PRIMARY KEY,
-    as_of_date date NOT NULL,
-    region varchar(32) NOT NULL,
-    regime_label varchar(32) NOT NULL,
-    regime_embedding bytea NULL,
-    embedding_ref varchar(255) NULL,
-    confidence double precision NOT NULL,
-    metadata jsonb NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ix_regimes_region_date ON regimes (region, as_of_date);
-"""
-
-
-def create_engine_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """What the Regime Engine's own Alembic chain (at '0027') leaves behind."""
-    conn.execute(ENGINE_SCHEMA_SQL.encode())
+# The engine's schema is defined once, in bench (the migration-safety benchmark builds it
+# too); many tests import it from here.
+from bench.engine_schema import ENGINE_SCHEMA_SQL as ENGINE_SCHEMA_SQL
+from bench.engine_schema import create_engine_schema as create_engine_schema
 
 
 def insert_rows(

@@ -23,6 +23,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bench.engine_schema import PartitionScheme, engine_schema_sql
 from bench.statements import explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import use_vector_types, vector_to_numpy
@@ -30,57 +31,6 @@ from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import ENGINE_SCHEMA_SQL, create_engine_schema, insert_rows
 
 DIM = 384
-
-#: The engine's schema, partitioned: only the primary key differs (it must contain
-#: the partition key) and the table is declared PARTITION BY.
-PARTITIONED_SQL = {
-    "list": """
-        CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
-        INSERT INTO alembic_version VALUES ('0027');
-        CREATE TABLE regimes (
-            regime_record_id varchar(64) NOT NULL,
-            as_of_date date NOT NULL,
-            region varchar(32) NOT NULL,
-            regime_label varchar(32) NOT NULL,
-            regime_embedding bytea NULL,
-            embedding_ref varchar(255) NULL,
-            confidence double precision NOT NULL,
-            metadata jsonb NULL,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (regime_record_id, region)
-        ) PARTITION BY LIST (region);
-        CREATE TABLE regimes_us PARTITION OF regimes FOR VALUES IN ('US');
-        CREATE TABLE regimes_eu PARTITION OF regimes FOR VALUES IN ('EU');
-        CREATE TABLE regimes_other PARTITION OF regimes DEFAULT;
-        CREATE INDEX ix_regimes_region_date ON regimes (region, as_of_date);
-    """,
-    "range": """
-        CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
-        INSERT INTO alembic_version VALUES ('0027');
-        CREATE TABLE regimes (
-            regime_record_id varchar(64) NOT NULL,
-            as_of_date date NOT NULL,
-            region varchar(32) NOT NULL,
-            regime_label varchar(32) NOT NULL,
-            regime_embedding bytea NULL,
-            embedding_ref varchar(255) NULL,
-            confidence double precision NOT NULL,
-            metadata jsonb NULL,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (regime_record_id, as_of_date)
-        ) PARTITION BY RANGE (as_of_date);
-        CREATE TABLE regimes_2016 PARTITION OF regimes
-            FOR VALUES FROM ('2016-01-01') TO ('2017-01-01');
-        CREATE TABLE regimes_2017 PARTITION OF regimes
-            FOR VALUES FROM ('2017-01-01') TO ('2018-01-01');
-        CREATE TABLE regimes_2018 PARTITION OF regimes
-            FOR VALUES FROM ('2018-01-01') TO ('2019-01-01');
-        CREATE TABLE regimes_2019 PARTITION OF regimes
-            FOR VALUES FROM ('2019-01-01') TO ('2020-01-01');
-        CREATE TABLE regimes_other PARTITION OF regimes DEFAULT;
-        CREATE INDEX ix_regimes_region_date ON regimes (region, as_of_date);
-    """,
-}
 
 WINDOWS = {
     "ALL": {"start_date": "2015-06-01", "end_date": "2020-06-30"},
@@ -176,9 +126,11 @@ def same(partitioned: Any, plain: Any) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["list", "range"])
-def test_same_results_as_a_plain_table(empty_db: str, plain_db: str, scheme: str) -> None:
+def test_same_results_as_a_plain_table(
+    empty_db: str, plain_db: str, scheme: PartitionScheme
+) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute(PARTITIONED_SQL[scheme].encode())
+        create_engine_schema(conn, scheme)
     with psycopg.connect(plain_db, autocommit=True) as conn:
         create_engine_schema(conn)
     rows = engine_rows()
@@ -221,10 +173,10 @@ def scanned_partitions(nodes: list[dict[str, Any]]) -> set[str]:
     ("range", "US", {"regimes_2017"}),
 ])
 def test_a_one_year_window_reads_one_partition(
-    empty_db: str, scheme: str, region: str, expected: set[str]
+    empty_db: str, scheme: PartitionScheme, region: str, expected: set[str]
 ) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute(PARTITIONED_SQL[scheme].encode())
+        create_engine_schema(conn, scheme)
     migrate.upgrade(empty_db)
     load(empty_db, [r for r in engine_rows() if r[0] in ("US", "EU")])
     start, end = dt.date(2017, 1, 1), dt.date(2017, 12, 31)
@@ -252,7 +204,7 @@ def test_a_one_year_window_reads_one_partition(
 def test_generic_plans_prune_at_executor_start(empty_db: str) -> None:
     """Cached (generic) plans of the functions prune with run-time parameters too."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute(PARTITIONED_SQL["list"].encode())
+        create_engine_schema(conn, "list")
     migrate.upgrade(empty_db)
     load(empty_db, [r for r in engine_rows() if r[0] in ("US", "EU")])
     with psycopg.connect(empty_db, autocommit=True) as conn:
@@ -267,13 +219,23 @@ def test_generic_plans_prune_at_executor_start(empty_db: str) -> None:
     assert scanned_partitions(nodes) == {"regimes_eu"}
 
 
-def test_engine_schema_sql_is_what_the_partitioned_one_changes() -> None:
-    """The partitioned DDL above differs from the engine's only in its key and PARTITION BY."""
-    plain = re.sub(r"\s+", " ", ENGINE_SCHEMA_SQL)
-    assert "regime_record_id varchar(64) PRIMARY KEY" in plain
-    for ddl in PARTITIONED_SQL.values():
-        flat = re.sub(r"\s+", " ", ddl)
-        for column in ("as_of_date date NOT NULL", "region varchar(32) NOT NULL",
-                       "regime_embedding bytea NULL",
-                       "created_at timestamptz NOT NULL DEFAULT now()"):
-            assert column in flat and column in plain
+@pytest.mark.parametrize(("scheme", "key", "clause"), [
+    ("list", "region", "PARTITION BY LIST (region)"),
+    ("range", "as_of_date", "PARTITION BY RANGE (as_of_date)"),
+])
+def test_the_partitioned_schema_changes_only_the_key_and_partitioning(
+    scheme: PartitionScheme, key: str, clause: str
+) -> None:
+    """The partitioned DDL differs from the engine's only in its primary key (which must
+    contain the partition key), PARTITION BY and the partitions: without them, it is the
+    engine's DDL."""
+    flat = re.sub(r"\s+", " ", engine_schema_sql(scheme))
+    partitions = r" CREATE TABLE regimes_\w+ PARTITION OF regimes [^;]*;"
+    assert len(re.findall(partitions, flat)) >= 3
+    record_id = "regime_record_id varchar(64)"
+    unpartitioned = (
+        re.sub(partitions, "", flat)
+        .replace(f", PRIMARY KEY (regime_record_id, {key}) ) {clause};", " );")
+        .replace(f"{record_id} NOT NULL,", f"{record_id} PRIMARY KEY,")
+    )
+    assert unpartitioned == re.sub(r"\s+", " ", ENGINE_SCHEMA_SQL)
