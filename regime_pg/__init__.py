@@ -14,11 +14,13 @@ from regime_pg.client import (
 from regime_pg.connection import connect, resolve_dsn
 from regime_pg.document import PrototypeDocument, load_document, save_document
 from regime_pg.errors import (
+    AmbiguousInstallationError,
     ConnectionFailedError,
     DimensionMismatchError,
     EmbeddedServerError,
     EmptyWindowError,
     ExtensionMissingError,
+    InstallationNotFoundError,
     InsufficientPrivilegeError,
     InvalidDocumentError,
     InvalidInputError,
@@ -52,12 +54,14 @@ __version__ = "0.1.0"
 __all__ = [
     "EMBEDDING_DIM",
     "ENCODER_MODEL_ID",
+    "AmbiguousInstallationError",
     "ConnectionFailedError",
     "DateWindow",
     "DimensionMismatchError",
     "EmbeddedServerError",
     "EmptyWindowError",
     "ExtensionMissingError",
+    "InstallationNotFoundError",
     "InsufficientPrivilegeError",
     "InvalidDocumentError",
     "InvalidInputError",

@@ -2,7 +2,9 @@
 
 The window's embeddings never leave the database: the server functions
 ``compute_regime_prototypes`` and ``regime_prototypes_json`` average them
-there, and the client receives one float32 centre per label.
+there, and the client receives one float32 centre per label.  They are
+called with their schema (``regime_pg.installation``), never through the
+session's search_path.
 
 >>> import datetime as dt
 >>> from regime_pg import connect, compute_prototypes
@@ -18,18 +20,20 @@ import datetime as dt
 import reprlib
 from collections.abc import Mapping
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection, translated_errors, vector_to_numpy
 from regime_pg.document import PrototypeDocument
 from regime_pg.errors import InvalidInputError
+from regime_pg.installation import qualified
 from regime_pg.prototypes import DateWindow, RegimePrototype, parse_label
 
 #: A window as given by callers: a DateWindow, or a (start, end) pair of
 #: dates or ``YYYY-MM-DD`` strings.
 WindowLike = DateWindow | tuple[dt.date | str, dt.date | str]
 
-_PROTOTYPE_COLUMNS = (
+_PROTOTYPE_COLUMNS = sql.SQL(
     "label, start_date, end_date, n_dates, n_skipped, center, l2_norm, dispersion, "
     "first_date, last_date"
 )
@@ -84,12 +88,15 @@ def compute_prototypes(
     ``InvalidLabelError`` (all ``RegimePgError``) for the server's checks.
     """
     payload = Jsonb(windows_json(windows))
+    params = (check_region(region), payload)
     with translated_errors():
-        rows = conn.execute(
-            f"SELECT {_PROTOTYPE_COLUMNS} FROM compute_regime_prototypes(%s, %s)",
-            (check_region(region), payload),
-            binary=True,  # centres as float32 bytes, not 384 decimals to format and parse
-        ).fetchall()
+        statement = qualified(
+            conn,
+            "SELECT {columns} FROM {schema}.compute_regime_prototypes(%s, %s)",
+            columns=_PROTOTYPE_COLUMNS,
+        )
+        # centres as float32 bytes, not 384 decimals to format and parse
+        rows = conn.execute(statement, params, binary=True).fetchall()
     return [_prototype_from_row(row) for row in rows]
 
 
@@ -106,10 +113,10 @@ def prototypes_document(
 ) -> PrototypeDocument:
     """The prototype document as ``regime_prototypes_json`` builds it in SQL."""
     payload = Jsonb(windows_json(windows))
+    params = (check_region(region), payload)
     with translated_errors():
-        row = conn.execute(
-            "SELECT regime_prototypes_json(%s, %s)", (check_region(region), payload)
-        ).fetchone()
+        statement = qualified(conn, "SELECT {schema}.regime_prototypes_json(%s, %s)")
+        row = conn.execute(statement, params).fetchone()
     assert row is not None
     return PrototypeDocument.from_json(row[0])
 

@@ -39,6 +39,14 @@ class SchemaNotReadyError(RegimePgError):
     sqlstate = "42883"
 
 
+class InstallationNotFoundError(SchemaNotReadyError):
+    """No schema of the database holds regime-pg (or not the one ``regime_pg.schema`` names)."""
+
+
+class AmbiguousInstallationError(SchemaNotReadyError):
+    """Several schemas hold regime-pg: the setting ``regime_pg.schema`` must name one."""
+
+
 class ExtensionMissingError(SchemaNotReadyError):
     """pgvector is not installed in the database (or this role may not install it)."""
 

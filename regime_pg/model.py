@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from regime_pg.connection import Connection, translated_errors, vector_to_numpy
 from regime_pg.errors import DimensionMismatchError, InvalidInputError, NoDataError
+from regime_pg.installation import qualified
 from regime_pg.prototypes import Label, RegimePrototype
 from regime_pg.softmax import softmax_confidences
 
@@ -157,7 +158,8 @@ class StoredEmbeddingEncoder:
     ``instrument_id`` is the region (``region_instruments`` maps each region
     to itself); of several rows for a date the latest ``created_at`` wins, as
     in the SQL functions.  ``window_days`` is ignored: the stored embedding was
-    computed by the engine with its own window.
+    computed by the engine with its own window.  The view and the operators
+    are named with their schemas, never through the session's search_path.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -166,11 +168,13 @@ class StoredEmbeddingEncoder:
     def encode(self, instrument_id: str, as_of_date: dt.date, window_days: int) -> npt.ArrayLike:
         """The stored embedding of region ``instrument_id`` on ``as_of_date``."""
         with translated_errors():
-            row = self.conn.execute(
-                "SELECT embedding_vector FROM regime_embeddings_latest"
-                " WHERE region = %s AND as_of_date = %s",
-                (instrument_id, as_of_date),
-            ).fetchone()
+            statement = qualified(
+                self.conn,
+                "SELECT embedding_vector FROM {schema}.regime_embeddings_latest"
+                " WHERE region OPERATOR(pg_catalog.=) %s"
+                "   AND as_of_date OPERATOR(pg_catalog.=) %s",
+            )
+            row = self.conn.execute(statement, (instrument_id, as_of_date)).fetchone()
         if row is None or row[0] is None:
             raise NoDataError(
                 f"no usable stored embedding for region {instrument_id!r} on {as_of_date}"

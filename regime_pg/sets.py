@@ -3,7 +3,8 @@
 A set is a named, immutable group of prototypes of one region with the
 temperature to classify with; the server keeps it in
 ``regime_prototype_sets`` / ``regime_prototype_set_members``. A new version
-is a new name.
+is a new name.  Every statement names its objects with their schema
+(``regime_pg.installation``), never through the session's search_path.
 
 >>> from regime_pg import connect
 >>> from regime_pg.sets import save_set
@@ -20,8 +21,9 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -29,9 +31,10 @@ from regime_pg.client import WindowLike, check_region, windows_json
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.document import PrototypeDocument
 from regime_pg.errors import InvalidDocumentError
+from regime_pg.installation import qualified
 from regime_pg.softmax import TemperatureFit
 
-_SET_COLUMNS = (
+_SET_COLUMNS = sql.SQL(
     "name, region, encoder_model_id, embedding_dim, temperature, windows, source, "
     "fit_log_loss, fit_log_loss_at_1, fit_n, fit_separable, created_at, created_by"
 )
@@ -96,12 +99,14 @@ def _info(row: Mapping[str, Any]) -> PrototypeSetInfo:
     )
 
 
-def _fetch_set(conn: Connection, query: str, params: tuple[Any, ...]) -> PrototypeSet:
+def _fetch_set(conn: Connection, template: LiteralString, params: tuple[Any, ...]) -> PrototypeSet:
+    """The set row ``template`` selects (``{columns}``) and its document, in one transaction."""
     with translated_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query, params).fetchone()
+        row = cur.execute(qualified(conn, template, columns=_SET_COLUMNS), params).fetchone()
         assert row is not None
         document = cur.execute(
-            "SELECT regime_prototype_set_json(%s) AS document", (row["name"],)
+            qualified(conn, "SELECT {schema}.regime_prototype_set_json(%s) AS document"),
+            (row["name"],),
         ).fetchone()
     assert document is not None
     return PrototypeSet(_info(row), PrototypeDocument.from_json(document["document"]))
@@ -120,7 +125,7 @@ def save_set(
     """
     return _fetch_set(
         conn,
-        f"SELECT {_SET_COLUMNS} FROM save_regime_prototype_set(%s, %s, %s, %s)",
+        "SELECT {columns} FROM {schema}.save_regime_prototype_set(%s, %s, %s, %s)",
         (name, check_region(region), Jsonb(windows_json(windows)), temperature),
     )
 
@@ -139,41 +144,46 @@ def import_set(
         )
     return _fetch_set(
         conn,
-        f"SELECT {_SET_COLUMNS} FROM save_regime_prototype_set_from_document(%s, %s, %s)",
+        "SELECT {columns} FROM {schema}.save_regime_prototype_set_from_document(%s, %s, %s)",
         (name, Jsonb(document.to_json()), temperature),
     )
 
 
 def get_set(conn: Connection, name: str) -> PrototypeSet:
     """A stored set; ``UnknownPrototypeSetError`` when there is none of that name."""
-    return _fetch_set(conn, f"SELECT {_SET_COLUMNS} FROM regime_prototype_set(%s)", (name,))
+    return _fetch_set(conn, "SELECT {columns} FROM {schema}.regime_prototype_set(%s)", (name,))
 
 
 def list_sets(conn: Connection) -> list[PrototypeSetInfo]:
     """Every stored set, oldest first."""
     with translated_errors(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_SET_COLUMNS} FROM regime_prototype_sets ORDER BY created_at, name"
-        ).fetchall()
+        statement = qualified(
+            conn,
+            "SELECT {columns} FROM {schema}.regime_prototype_sets ORDER BY created_at, name",
+            columns=_SET_COLUMNS,
+        )
+        rows = cur.execute(statement).fetchall()
     return [_info(row) for row in rows]
 
 
 def delete_set(conn: Connection, name: str) -> None:
     """Delete a whole set; ``UnknownPrototypeSetError`` when there is none of that name."""
     with translated_errors():
-        conn.execute("SELECT delete_regime_prototype_set(%s)", (name,))
+        conn.execute(qualified(conn, "SELECT {schema}.delete_regime_prototype_set(%s)"), (name,))
 
 
 def fit_set_temperature(
     conn: Connection, region: str, windows: Mapping[str, WindowLike]
 ) -> TemperatureFit:
     """The temperature the server would fit for these windows (nothing is stored)."""
+    params = (check_region(region), Jsonb(windows_json(windows)))
     with translated_errors():
-        row = conn.execute(
+        statement = qualified(
+            conn,
             "SELECT temperature, log_loss, log_loss_at_1, n, separable"
-            " FROM fit_regime_temperature(%s, %s)",
-            (check_region(region), Jsonb(windows_json(windows))),
-        ).fetchone()
+            " FROM {schema}.fit_regime_temperature(%s, %s)",
+        )
+        row = conn.execute(statement, params).fetchone()
     assert row is not None
     return TemperatureFit(
         temperature=float(str(row[0])),

@@ -24,6 +24,7 @@ from typing import Any
 
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.errors import RegimePgError
+from regime_pg.installation import qualified
 from regime_pg.prototypes import DateWindow
 
 #: Band colours for the engine's labels; other labels get matplotlib's cycle.
@@ -55,12 +56,15 @@ def classify_history(
 ) -> list[TimelineRow]:
     """Every date of the set's region in [start, end], classified in SQL (``classify_regimes``)."""
     with translated_errors():
-        rows: list[tuple[Any, ...]] = conn.execute(
+        statement = qualified(
+            conn,
             "SELECT c.as_of_date, c.label, c.raw_label, c.confidence, c.distances"
-            "  FROM regime_prototype_set(%s) AS s,"
-            "       LATERAL classify_regimes(s.region, %s, %s, s.name, %s) AS c"
+            "  FROM {schema}.regime_prototype_set(%s) AS s,"
+            "       LATERAL {schema}.classify_regimes(s.region, %s, %s, s.name, %s) AS c"
             " ORDER BY c.as_of_date",
-            (set_name, start, end, min_duration),
+        )
+        rows: list[tuple[Any, ...]] = conn.execute(
+            statement, (set_name, start, end, min_duration)
         ).fetchall()
     return [
         TimelineRow(day, label, raw, float(confidence), dict(distances))

@@ -156,6 +156,8 @@ def test_error_classes_form_one_hierarchy() -> None:
         "UnknownRegionError",
         "SchemaNotReadyError",
         "ExtensionMissingError",
+        "InstallationNotFoundError",
+        "AmbiguousInstallationError",
         "ConnectionFailedError",
     ):
         assert issubclass(getattr(regime_pg, name), regime_pg.RegimePgError)
@@ -169,7 +171,10 @@ def test_database_without_pgvector(empty_db: str) -> None:
 def test_database_not_migrated(empty_db: str) -> None:
     with psycopg.connect(empty_db, autocommit=True) as admin:
         admin.execute("CREATE EXTENSION vector")
-    with connect(empty_db) as conn, pytest.raises(SchemaNotReadyError, match="regime-pg migrate"):
+    with (
+        connect(empty_db) as conn,
+        pytest.raises(regime_pg.InstallationNotFoundError, match=r"run: regime-pg migrate$"),
+    ):
         compute_prototypes(conn, "US", {"NEUTRAL": ("2018-01-01", "2018-12-31")})
 
 

@@ -13,7 +13,9 @@
   candidates), or temporary tables of those names: every result is unchanged,
   value for value, against a clean session, and no planted object ever ran
   (each one logs its calls).  The sync trigger converts the rows the engine
-  inserts from such a session bit for bit.
+  inserts from such a session bit for bit.  The Python client names every
+  object with the schema ``regime_pg.installation`` finds (F13), so it gets
+  what a clean session gets; a planted version table is an error, not a guess.
 * Session settings a caller controls (``extra_float_digits``,
   ``standard_conforming_strings``, DateStyle, TimeZone, planner switches,
   parallel query, ...) do not change results either; the two that do are
@@ -675,16 +677,6 @@ def test_planted_objects_do_not_reach_the_python_client(planted: Engine) -> None
     assert planted_calls(planted) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="regime_pg.sets (get_set, list_sets; so factory.model_from_set and the sets CLI) "
-    "names regime_prototype_set() and the table regime_prototype_sets unqualified, in the "
-    "caller's own statement: a session whose search_path lists first a schema holding "
-    "look-alikes gets a forged set (its centres and temperature then drive live "
-    "classification). The SQL functions are safe; the client's own statements are not. "
-    "Fix: connect() pins the session's search_path to the schema of regimes "
-    "(options='-c search_path=<schema>,pg_temp'), or the client qualifies the names",
-)
 def test_planted_objects_do_not_reach_the_python_sets_client(planted: Engine) -> None:
     if not planted.has_sets:
         pytest.skip("prototype sets are not installed")
@@ -696,6 +688,74 @@ def test_planted_objects_do_not_reach_the_python_sets_client(planted: Engine) ->
     with psycopg.connect(planted.dsn, autocommit=True, options=options) as conn:
         hostile = (get_set(conn, CLEAN_SET).document, [i.name for i in list_sets(conn)])
     assert hostile == clean
+    assert planted_calls(planted) == []
+
+
+def test_planted_objects_do_not_reach_the_encoder_timeline_or_set_writes(planted: Engine) -> None:
+    """F13: stored embeddings, the timeline, the fit, save and delete, from a hostile session."""
+    if not planted.has_sets:
+        pytest.skip("prototype sets are not installed")
+    from regime_pg.model import StoredEmbeddingEncoder
+    from regime_pg.sets import delete_set, fit_set_temperature, save_set
+    from regime_pg.timeline import classify_history
+
+    windows = {k: (v["start_date"], v["end_date"]) for k, v in WINDOWS.items()}
+    day = sorted(planted.vectors)[40]
+
+    def through_client(conn: psycopg.Connection[Any], name: str) -> tuple[Any, ...]:
+        use_vector_types(conn)
+        embedding = StoredEmbeddingEncoder(conn).encode("US", day, 63)
+        timeline = classify_history(conn, CLEAN_SET, dt.date(2018, 1, 1), dt.date(2018, 12, 31))
+        fit = fit_set_temperature(conn, "US", windows)
+        saved = save_set(conn, name, "US", windows, temperature=None)
+        delete_set(conn, name)
+        return embedding.tobytes(), timeline, fit, saved.temperature, saved.document
+
+    with psycopg.connect(planted.dsn, autocommit=True) as conn:
+        clean = through_client(conn, "clean-copy")
+    options = "-c search_path=evil,pg_catalog," + planted.schema
+    with psycopg.connect(planted.dsn, autocommit=True, options=options) as conn:
+        hostile = through_client(conn, "hostile-copy")
+        names = conn.execute(
+            sql.SQL("SELECT name FROM {} ORDER BY name").format(
+                sql.Identifier(planted.schema, "regime_prototype_sets")
+            )
+        ).fetchall()
+    assert clean[0] == planted.vectors[day].tobytes()
+    assert len(clean[1]) == 260
+    assert hostile == clean
+    assert names == [(CLEAN_SET,)]  # both copies deleted from the real table
+    assert planted_calls(planted) == []
+
+
+def test_a_planted_installation_is_an_error_never_a_forged_set(planted: Engine) -> None:
+    """A look-alike version table makes the installation ambiguous: the client refuses."""
+    if not planted.has_sets:
+        pytest.skip("prototype sets are not installed")
+    from regime_pg.errors import AmbiguousInstallationError
+    from regime_pg.sets import get_set
+
+    with psycopg.connect(planted.dsn, autocommit=True) as conn:
+        clean = get_set(conn, CLEAN_SET).document
+        conn.execute(
+            sql.SQL("CREATE TABLE evil.regime_pg_alembic_version (LIKE {})").format(
+                sql.Identifier(planted.schema, "regime_pg_alembic_version")
+            )
+        )
+    options = "-c search_path=evil,pg_catalog," + planted.schema
+    for session_options in (options, ""):  # the hostile session, and a clean one too
+        with (
+            psycopg.connect(planted.dsn, autocommit=True, options=session_options) as conn,
+            pytest.raises(AmbiguousInstallationError) as caught,
+        ):
+            get_set(conn, CLEAN_SET)
+        assert str(caught.value).startswith(
+            f"regime-pg is installed in several schemas of this database: 'evil', "
+            f"'{planted.schema}'; set regime_pg.schema to the one to use"
+        )
+    options += " -c regime_pg.schema=" + planted.schema
+    with psycopg.connect(planted.dsn, autocommit=True, options=options) as conn:
+        assert get_set(conn, CLEAN_SET).document == clean
     assert planted_calls(planted) == []
 
 

@@ -28,6 +28,7 @@ from regime_pg.client import prototypes_document
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.demo.encoder import encode, load_market
 from regime_pg.document import PrototypeDocument, save_document
+from regime_pg.installation import qualified
 from regime_pg.prototypes import DateWindow, RegimeLabel
 
 log = logging.getLogger("regime_pg.demo")
@@ -58,14 +59,19 @@ def load_region(
     embeddings = encode(load_market(region), start, end)
     metadata = json.dumps({"source": DEMO_SOURCE, "encoder": DEMO_ENCODER})
     with translated_errors(), conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM regimes WHERE region = %s AND metadata ->> 'source' = %s",
-            (region, DEMO_SOURCE),
+        delete = qualified(
+            conn,
+            "DELETE FROM {schema}.regimes"
+            " WHERE region OPERATOR(pg_catalog.=) %s"
+            "   AND (metadata OPERATOR(pg_catalog.->>) 'source') OPERATOR(pg_catalog.=) %s",
         )
-        with cur.copy(
-            "COPY regimes (regime_record_id, as_of_date, region, regime_label,"
-            " regime_embedding, confidence, metadata) FROM STDIN"
-        ) as copy:
+        cur.execute(delete, (region, DEMO_SOURCE))
+        copy_in = qualified(
+            conn,
+            "COPY {schema}.regimes (regime_record_id, as_of_date, region, regime_label,"
+            " regime_embedding, confidence, metadata) FROM STDIN",
+        )
+        with cur.copy(copy_in) as copy:
             for as_of_date, vector in embeddings:
                 copy.write_row(
                     (
