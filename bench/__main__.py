@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true",
                       help="small sizes (about 2 minutes): a smoke test")
     size.add_argument("--full", action="store_true",
-                      help="adds a 10M-row table to B5 (long; about 35 GB of disk)")
+                      help="adds a 10M-row table to B5 (about 40 GB of disk; 10 minutes here)")
     parser.add_argument("--output", type=Path, default=HERE / "results.json",
                         help="results file (default bench/results.json); results.md and "
                              "scaling.png are written next to it")
