@@ -18,11 +18,11 @@
   what a clean session gets; a planted version table is an error, not a guess.
 * Session settings a caller controls (``extra_float_digits``,
   ``standard_conforming_strings``, DateStyle, TimeZone, planner switches,
-  parallel query, ...) do not change results either; the two that do are
-  marked ``xfail(strict=True)`` with the finding (see docs/hardening.md).
+  parallel query, ...) do not change results either (the two that did,
+  F1 and F2 in docs/hardening.md, are fixed and guarded here).
 * The trust boundary: a role that may CREATE in the schema of ``regimes``
   could plant into the pinned search_path itself; ``regime_pg.roles.audit``
-  reports it, and the demonstration is an ``xfail(strict=True)``.
+  reports it, and the tests show what such a role can and cannot reach.
 """
 
 from __future__ import annotations
