@@ -194,6 +194,34 @@ def regimes_shape_problems(conn: Connection) -> list[str]:
     return problems
 
 
+def regimes_index_missing(conn: Connection) -> bool:
+    """True when no valid btree index of ``regimes`` starts with ``(region, as_of_date)``.
+
+    Every prototype function reads a window through such an index (the
+    engine's ``ix_regimes_region_date``); without one, each 15-day bucket of a
+    window is a scan of the whole table.
+    """
+    found = fetch_value(
+        conn,
+        """
+        SELECT EXISTS (
+            SELECT FROM pg_index AS i
+              JOIN pg_class AS c ON c.oid = i.indexrelid
+              JOIN pg_am AS am ON am.oid = c.relam
+             WHERE i.indrelid = to_regclass('regimes')
+               AND i.indisvalid
+               AND am.amname = 'btree'
+               AND i.indnkeyatts >= 2
+               AND (SELECT array_agg(a.attname ORDER BY k.n)
+                      FROM unnest((i.indkey::int2[])[0:1]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_attribute AS a
+                        ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+                   = ARRAY['region', 'as_of_date']::name[])
+        """,
+    )
+    return found is not True
+
+
 def ensure_pgvector(conn: Connection) -> bool:
     """Make sure pgvector is installed and recent enough; True if we created it."""
     installed = fetch_value(conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'")

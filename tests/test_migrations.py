@@ -594,6 +594,90 @@ def test_regimes_of_another_shape_is_refused_without_change(empty_db: str, shape
     assert_same_catalog(before, catalog_snapshot(empty_db))
 
 
+def test_downgrade_keeps_a_regimes_table_holding_the_engines_rows(empty_db: str) -> None:
+    """regime-pg created regimes, the engine wrote to it: base removes regime-pg, not the rows."""
+    migrate.upgrade(empty_db)
+    rng = np.random.default_rng(5)
+    dates = business_days(dt.date(2020, 1, 1), 4)
+    with _connect(empty_db) as conn:
+        insert_rows(conn, "US", dates, list(rng.standard_normal((4, DIM)).astype("<f4")))
+    rows_before = engine_row_md5(empty_db)
+
+    migrate.downgrade(empty_db)
+
+    assert migrate.current_revision(empty_db) is None
+    assert regclass(empty_db, "regime_pg_installation") is None
+    assert engine_row_md5(empty_db) == rows_before
+    with _connect(empty_db) as conn:
+        assert regimes_columns(conn) == ENGINE_COLUMNS  # embedding_vector removed
+    # From now on the table is the engine's: upgrading adopts it, base keeps it even empty.
+    migrate.upgrade(empty_db)
+    assert installation_facts(empty_db) == {"created_vector_extension": "true"}
+    with _connect(empty_db) as conn:
+        conn.execute("DELETE FROM regimes")
+    migrate.downgrade(empty_db)
+    assert regclass(empty_db, "regimes") is not None
+
+
+def test_downgrade_of_an_empty_table_regime_pg_created_drops_it(empty_db: str) -> None:
+    before = catalog_snapshot(empty_db)
+    migrate.upgrade(empty_db)
+    with _connect(empty_db) as conn:
+        insert_rows(conn, "US", [dt.date(2020, 1, 2)], [np.ones(DIM, dtype="<f4")])
+        conn.execute("DELETE FROM regimes")
+    migrate.downgrade(empty_db)
+    assert_same_catalog(before, catalog_snapshot(empty_db))
+
+
+def test_downgrade_below_0007_refuses_while_sets_are_stored(db: str) -> None:
+    """Sets are users' calibrations: the downgrade stops, whole, until they are deleted."""
+    dates = business_days(dt.date(2021, 1, 1), 30)
+    rng = np.random.default_rng(6)
+    windows = '{"NEUTRAL": {"start_date": "2021-01-01", "end_date": "2021-02-28"}}'
+    with _connect(db) as conn:
+        insert_rows(conn, "US", dates, list(rng.standard_normal((30, DIM)).astype("<f4")))
+        for name in ("keep-me", "and-me"):
+            conn.execute("SELECT save_regime_prototype_set(%s, 'US', %s)", (name, windows))
+    before = catalog_snapshot(db)
+
+    with pytest.raises(MigrationError) as info:
+        migrate.downgrade(db, "0006")
+
+    assert str(info.value) == (
+        "prototype sets are stored ('and-me', 'keep-me'): a downgrade below 0007 would drop "
+        "them; export the ones to keep (regime-pg sets export NAME), delete them "
+        "(regime-pg sets delete NAME), then downgrade"
+    )
+    assert migrate.current_revision(db) == HEAD
+    assert_same_catalog(before, catalog_snapshot(db))
+    with _connect(db) as conn:
+        for name in ("keep-me", "and-me"):
+            conn.execute("SELECT delete_regime_prototype_set(%s)", (name,))
+    migrate.downgrade(db, "0006")
+    assert migrate.current_revision(db) == "0006"
+    assert regclass(db, "regime_prototype_sets") is None
+
+
+@pytest.mark.parametrize("with_index", [True, False])
+def test_regimes_without_the_window_index_is_accepted_with_a_warning(
+    empty_db: str, caplog: pytest.LogCaptureFixture, with_index: bool
+) -> None:
+    index = "CREATE INDEX ix_regimes_region_date ON regimes (region, as_of_date);"
+    assert index in ENGINE_SCHEMA_SQL
+    with _connect(empty_db) as conn:
+        conn.execute(ENGINE_SCHEMA_SQL.replace("" if with_index else index, "").encode())
+        if not with_index:
+            # an index that does not lead with (region, as_of_date) does not count
+            conn.execute("CREATE INDEX ix_other ON regimes (as_of_date, region)")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        migrate.upgrade(empty_db)
+    index_warnings = [w for w in migrate_warnings(caplog) if "index" in w]
+    assert index_warnings == ([] if with_index else [
+        "regimes has no index on (region, as_of_date): every prototype window will scan the "
+        "whole table; the engine's own schema has ix_regimes_region_date"
+    ])
+
+
 # ----------------------------------------------------------- (d) batched, resumable backfill
 
 

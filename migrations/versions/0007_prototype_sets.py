@@ -1,13 +1,20 @@
 """Stored prototype sets: tables, immutability triggers, save/import/export/delete, temperature fit.
 
+Downgrade refuses while a set is stored: sets are users' calibrations, and
+dropping their tables would lose them.  Export what should be kept
+(``regime-pg sets export NAME``), delete the sets, then downgrade.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-25
 """
 
+from typing import cast
+
 from alembic import op
 
-from regime_pg.migration_ops import run_sql, run_sql_file
+from regime_pg.errors import MigrationError
+from regime_pg.migration_ops import fetch_value, run_sql, run_sql_file
 
 revision = "0007"
 down_revision = "0006"
@@ -20,8 +27,23 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    conn = op.get_bind()
+    stored = fetch_value(
+        conn,
+        "SELECT array_agg(name ORDER BY name) FROM (SELECT name FROM regime_prototype_sets"
+        " ORDER BY name LIMIT 6) AS s",
+    )
+    if stored:
+        names = [str(name) for name in cast(list[object], stored)]
+        shown = ", ".join(repr(name[:40]) for name in names[:5])
+        raise MigrationError(
+            f"prototype sets are stored ({shown}{', ...' if len(names) > 5 else ''}): a "
+            "downgrade below 0007 would drop them; export the ones to keep "
+            "(regime-pg sets export NAME), delete them (regime-pg sets delete NAME), "
+            "then downgrade"
+        )
     run_sql(
-        op.get_bind(),
+        conn,
         """
         DROP FUNCTION delete_regime_prototype_set(text);
         DROP FUNCTION regime_prototype_set_json(text);
