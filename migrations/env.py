@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
 from regime_pg.connection import resolve_dsn
-from regime_pg.migration_ops import fetch_value, target_schema
+from regime_pg.migration_ops import check_server_version, fetch_value, target_schema
 
 VERSION_TABLE = "regime_pg_alembic_version"
 
@@ -41,6 +41,7 @@ def _log_notice(diag: psycopg.errors.Diagnostic) -> None:
 
 
 def _run(connection: Connection) -> None:
+    check_server_version(connection)
     raw = connection.connection.driver_connection
     if isinstance(raw, psycopg.Connection):
         raw.add_notice_handler(_log_notice)

@@ -194,6 +194,22 @@ def regimes_shape_problems(conn: Connection) -> list[str]:
     return problems
 
 
+#: The oldest PostgreSQL the SQL files run on (``server_version_num``): views
+#: ``WITH (security_invoker)`` need 15.
+MIN_SERVER_VERSION_NUM = 150000
+
+
+def check_server_version(conn: Connection) -> None:
+    """Refuse a server older than ``MIN_SERVER_VERSION_NUM`` before anything is written."""
+    number = fetch_value(conn, "SELECT current_setting('server_version_num')::integer")
+    if isinstance(number, int) and number < MIN_SERVER_VERSION_NUM:
+        version = fetch_value(conn, "SELECT current_setting('server_version')")
+        raise MigrationError(
+            "regime-pg needs PostgreSQL 15 or later (views with security_invoker); "
+            f"this server is {version}"
+        )
+
+
 def regimes_index_missing(conn: Connection) -> bool:
     """True when no valid btree index of ``regimes`` starts with ``(region, as_of_date)``.
 

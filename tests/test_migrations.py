@@ -678,6 +678,37 @@ def test_regimes_without_the_window_index_is_accepted_with_a_warning(
     ])
 
 
+def test_a_server_older_than_supported_is_refused_before_anything_is_written(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL needs PostgreSQL 15 (views WITH (security_invoker)): older servers stop at once.
+
+    No older server is available here, so the oldest supported version is raised above
+    this server's for the test.
+    """
+    from regime_pg import migration_ops
+
+    before = catalog_snapshot(empty_db)
+    with _connect(empty_db) as conn:
+        number, version = conn.execute(
+            "SELECT current_setting('server_version_num')::integer,"
+            " current_setting('server_version')"
+        ).fetchone() or (0, "")
+    monkeypatch.setattr(migration_ops, "MIN_SERVER_VERSION_NUM", int(str(number)) + 1)
+
+    with pytest.raises(MigrationError) as info:
+        migrate.upgrade(empty_db)
+
+    assert str(info.value) == (
+        f"regime-pg needs PostgreSQL 15 or later (views with security_invoker); "
+        f"this server is {version}"
+    )
+    assert_same_catalog(before, catalog_snapshot(empty_db))
+    monkeypatch.undo()
+    migrate.upgrade(empty_db)
+    assert migrate.current_revision(empty_db) == HEAD
+
+
 # ----------------------------------------------------------- (d) batched, resumable backfill
 
 
