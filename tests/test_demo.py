@@ -8,7 +8,9 @@ database (a reduced date range keeps it quick):
 2. after engine rows that are not the demo's were added, in-process with
    ``--quiet`` and ``--output-dir`` on ``SECOND_RANGE``, inside the first.
 
-Every test then checks the database and files the two runs left behind.
+Every test then checks the database and files the two runs left behind; the
+failure tests check that a rejected or failed run leaves every row of
+``regimes`` as it was (a checksum of all columns, ``ctid`` and ``xmin``).
 """
 
 from __future__ import annotations
@@ -192,10 +194,11 @@ def test_both_runs_succeed_and_report_progress_only_when_asked(runs: DemoRuns) -
     assert lines[0] == "regime-pg: migrating"
     assert all(line.startswith("regime-pg: ") for line in lines)
     assert not any(line.startswith("regime-pg: error") for line in lines)
+    # both regions are loaded and calibrated in one transaction, then the files written
     assert lines[-4:] == [
         f"regime-pg: loaded {first_count} US rows",
-        "regime-pg: wrote regime_prototypes_US.json",
         f"regime-pg: loaded {len(_encoded('US_TECH', FIRST_RANGE))} US_TECH rows",
+        "regime-pg: wrote regime_prototypes_US.json",
         "regime-pg: wrote regime_prototypes_US_TECH.json",
     ]
     assert current_revision(runs.dsn) == head_revision()
@@ -394,25 +397,188 @@ def test_demo_without_arch_is_one_error_line_and_changes_nothing(
     assert _demo_fingerprint(runs.dsn) == before
 
 
-def test_demo_range_errors(
+def _table_checksum(dsn: str) -> tuple[object, ...]:
+    """Every row of regimes, every column, with its ctid and xmin: any write changes it."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*), md5(string_agg(r::text || ' ' || r.ctid::text || ' '"
+            " || r.xmin::text, ',' ORDER BY r.regime_record_id)) FROM regimes AS r"
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+WINDOWS_TEXT = "CRISIS 2008-09-15..2009-03-09, NEUTRAL 2017-01-01..2017-12-31"
+
+
+def _not_covered(given: str, fix: str) -> str:
+    return (
+        f"regime-pg: error: {given} does not cover the demo's calibration windows "
+        f"({WINDOWS_TEXT}): give {fix}\n"
+    )
+
+
+OUT_OF_RANGE = {  # --start/--end -> the one error line
+    # the user's report: US was reloaded with 2005-2010 only, then NEUTRAL-2017 failed
+    ("2005-01-01", "2010-12-31"): _not_covered(
+        "--start 2005-01-01 --end 2010-12-31", "--end 2017-12-31 or later"
+    ),
+    # no data at all: every US row was deleted, then "unknown region 'US'"
+    ("2000-01-01", "2000-02-01"): _not_covered(
+        "--start 2000-01-01 --end 2000-02-01", "--end 2017-12-31 or later"
+    ),
+    ("2017-01-01", "2017-12-31"): _not_covered(
+        "--start 2017-01-01 --end 2017-12-31", "--start 2008-09-15 or earlier"
+    ),
+    ("2008-09-16", "2017-12-30"): _not_covered(
+        "--start 2008-09-16 --end 2017-12-30",
+        "--start 2008-09-15 or earlier and --end 2017-12-31 or later",
+    ),
+    ("2010-01-01", None): _not_covered("--start 2010-01-01", "--start 2008-09-15 or earlier"),
+    (None, "2016-06-30"): _not_covered("--end 2016-06-30", "--end 2017-12-31 or later"),
+    ("2017-06-01", "2017-01-01"): (
+        "regime-pg: error: --end 2017-01-01 is before --start 2017-06-01\n"
+    ),
+}
+
+
+def _range_flags(start: str | None, end: str | None) -> list[str]:
+    return [*(["--start", start] if start else []), *(["--end", end] if end else [])]
+
+
+def test_range_that_misses_a_window_exits_2_and_changes_nothing(
+    runs: DemoRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _table_checksum(runs.dsn)
+    assert before[0] != 0
+    out_dir = tmp_path / "out"
+    for (start, end), error in OUT_OF_RANGE.items():
+        capsys.readouterr()
+        code = main(["demo", "--dsn", runs.dsn, "--output-dir", str(out_dir),
+                     *_range_flags(start, end)])
+        out, err = capsys.readouterr()
+        # checked before anything else: not even the "migrating" progress line
+        assert (code, out, err) == (2, "", error), (start, end)
+        assert not out_dir.exists()
+        assert _table_checksum(runs.dsn) == before, (start, end)
+    # the user's exact command, as a process
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "demo", "--dsn", runs.dsn, "--start", "2005-01-01",
+         "--end", "2010-12-31"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == OUT_OF_RANGE[("2005-01-01", "2010-12-31")]
+    assert list(tmp_path.iterdir()) == []
+    assert _table_checksum(runs.dsn) == before
+
+
+def test_range_at_the_window_bounds_loads_both_regions_alike(
     db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out_dir = tmp_path / "out"
     capsys.readouterr()
-    code = main(["demo", "--dsn", db, "--output-dir", str(out_dir),
-                 "--start", "2017-06-01", "--end", "2017-01-01"])
+    code = main(["demo", "--dsn", db, "--output-dir", str(tmp_path), "--quiet",
+                 "--start", "2008-09-15", "--end", "2017-12-31"])
     out, err = capsys.readouterr()
-    assert (code, out) == (1, "")
-    assert err == "regime-pg: error: --end 2017-01-01 is before --start 2017-06-01\n"
-    assert not out_dir.exists()
+    assert (code, err) == (0, "")
+    assert [line.split()[3] for line in out.splitlines()[1:] if "distance" not in line] == [
+        "121", "251", "121", "251"
+    ]
+    with psycopg.connect(db) as conn:
+        dates = {
+            region: [r[0] for r in conn.execute(
+                "SELECT as_of_date FROM regimes WHERE region = %s ORDER BY as_of_date",
+                (region,),
+            ).fetchall()]
+            for region in REGIONS
+        }
+    assert dates["US"] == dates["US_TECH"]
+    assert dates["US"] == [day for day, _ in _encoded("US", (dt.date(2008, 9, 15),
+                                                             dt.date(2017, 12, 31)))]
+    assert (dates["US"][0], dates["US"][-1]) == (dt.date(2008, 9, 15), dt.date(2017, 12, 29))
 
-    # a range that misses the CRISIS window: one line naming the empty window, no files
-    code = main(["demo", "--dsn", db, "--output-dir", str(out_dir),
-                 "--start", "2017-01-01", "--end", "2017-12-31", "--quiet"])
+
+def test_failure_in_the_transaction_leaves_both_regions_as_they_were(
+    runs: DemoRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """US is deleted, loaded and calibrated, then US_TECH fails: nothing stays."""
+    from regime_pg.demo import pipeline
+    from regime_pg.errors import EmptyWindowError
+
+    def failing(
+        conn: psycopg.Connection, region: str, windows: dict[str, DateWindow]
+    ) -> PrototypeDocument:
+        if region == "US_TECH":
+            raise EmptyWindowError(f"injected failure for {region}")
+        return prototypes_document(conn, region, windows)
+
+    before = _table_checksum(runs.dsn)
+    out_dir = tmp_path / "out"
+    with monkeypatch.context() as mp:
+        mp.setattr(pipeline, "prototypes_document", failing)
+        capsys.readouterr()
+        # the full range: a committed US load would change the row count
+        code = main(["demo", "--dsn", runs.dsn, "--output-dir", str(out_dir)])
+        out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert f"regime-pg: loaded {len(encode(load_market('US')))} US rows" in err.splitlines()
+    assert err.endswith("regime-pg: error: injected failure for US_TECH\n")
+    assert err.count("regime-pg: error:") == 1
+    assert list(out_dir.iterdir()) == []
+    assert _table_checksum(runs.dsn) == before
+
+    # a file that cannot be written (a directory in its place) rolls the rows back
+    # too, and replaces no file: the US document is not written either
+    (out_dir / "regime_prototypes_US_TECH.json").mkdir()
+    code = main(["demo", "--dsn", runs.dsn, "--output-dir", str(out_dir), "--quiet"])
     out, err = capsys.readouterr()
     assert (code, out) == (1, "")
     assert err == (
-        "regime-pg: error: no usable embedding for region 'US', label CRISIS in window "
-        "2008-09-15..2009-03-09 (0 dates skipped)\n"
+        f"regime-pg: error: cannot write {out_dir / 'regime_prototypes_US_TECH.json'}: "
+        "Is a directory\n"
     )
-    assert not list(out_dir.glob("*.json"))
+    assert [p.name for p in out_dir.iterdir()] == ["regime_prototypes_US_TECH.json"]
+    assert _table_checksum(runs.dsn) == before
+
+
+def test_no_data_in_a_window_exits_1_and_changes_nothing(
+    runs: DemoRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked for every region before the first is touched (here the second lacks data)."""
+    from regime_pg.demo import pipeline
+
+    def short_nasdaq(region: str) -> object:
+        frame = load_market(region)
+        return frame.loc[:"2016-12-30"] if region == "US_TECH" else frame
+
+    before = _table_checksum(runs.dsn)
+    monkeypatch.setattr(pipeline, "load_market", short_nasdaq)
+    capsys.readouterr()
+    code = main(["demo", "--dsn", runs.dsn, "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err == (
+        "regime-pg: error: the demo data has no embedding for region 'US_TECH' in the "
+        "NEUTRAL window 2017-01-01..2017-12-31\n"
+    )
+    assert not (tmp_path / "out").exists()
+    assert _table_checksum(runs.dsn) == before
+
+
+def test_readme_states_what_the_demo_loads() -> None:
+    """The encoder's warm-up: bars from 1999-01-04, embeddings from 2000-03-31."""
+    for region in REGIONS:
+        frame = load_market(region)
+        embeddings = encode(frame)
+        assert (str(frame.index[0].date()), str(frame.index[-1].date())) == (
+            "1999-01-04", "2018-12-31"
+        )
+        assert (len(embeddings), embeddings[0][0], embeddings[-1][0]) == (
+            4717, dt.date(2000, 3, 31), dt.date(2018, 12, 31)
+        )
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "loads them (2000-03-31..2018-12-31, 4717 per region" in readme
+    assert "first 314 trading days" in readme
