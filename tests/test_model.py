@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from regime_pg import RegimeLabel, RegimePrototype
-from regime_pg.errors import DimensionMismatchError, InvalidInputError
+from regime_pg.errors import DimensionMismatchError, InvalidInputError, InvalidWindowError
 from regime_pg.model import NumericRegimeModel, RegimeState
 from regime_pg.softmax import fit_temperature, mean_log_loss, softmax_confidences
 
@@ -81,6 +81,44 @@ def test_classify_returns_engine_state() -> None:
     assert set(state.metadata["distances"]) == {"CRISIS", "NEUTRAL", "RECOVERY"}
     with pytest.raises(InvalidInputError, match="no instrument"):
         model.classify(day, "EU")
+
+
+class Stamp(dt.datetime):
+    """A datetime subclass, as ``pandas.Timestamp`` is one."""
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(2020, 3, 16, 16, 0),
+        dt.datetime(2020, 3, 16, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        Stamp(2020, 3, 16, 9, 30),
+        np.datetime64("2020-03-16T16:00:00.123456789"),
+        np.datetime64("2020-03-16"),
+        "2020-03-16",
+    ],
+    ids=repr,
+)
+def test_classify_asks_for_the_calendar_date(when: object) -> None:
+    day = dt.date(2020, 3, 16)
+    encoder = ArrayEncoder({("SPX", day): np.full(4, 2.9, dtype=np.float32)})
+    model = NumericRegimeModel(encoder, {"US": "SPX"}, 21, _prototypes())
+    state = model.classify(when, "US")  # type: ignore[arg-type]
+    assert encoder.calls == [("SPX", day, 21)]
+    assert type(encoder.calls[0][1]) is dt.date
+    assert type(state.as_of_date) is dt.date and state.as_of_date == day
+    assert state.regime_label is RegimeLabel.CRISIS
+
+
+@pytest.mark.parametrize(
+    "when", [20200316, None, "2020-3-16", np.datetime64("2020-03"), dt.time(16)], ids=repr
+)
+def test_classify_refuses_what_is_no_date(when: object) -> None:
+    encoder = ArrayEncoder({})
+    model = NumericRegimeModel(encoder, {"US": "SPX"}, 21, _prototypes())
+    with pytest.raises(InvalidWindowError, match=r"^as_of_date must be a date"):
+        model.classify(when, "US")  # type: ignore[arg-type]
+    assert encoder.calls == []
 
 
 @pytest.mark.parametrize(
