@@ -6,6 +6,10 @@ embedding to each prototype centre, the label is the nearest prototype (ties:
 the alphabetically first label, as in SQL), and the confidence is the
 softmax of ``-distance / temperature`` (shifted by the max) at the winner.
 
+``classify_embedding`` labels one embedding, shape (d,), as the engine's
+does: a batch (n, d) raises ``DimensionMismatchError``, and ``distances``
+is the call that takes one.
+
 The encoder is any object with ``encode(instrument_id, as_of_date,
 window_days) -> array``; ``region_instruments`` maps a region to the
 instrument the encoder is asked about.  ``classify`` reads its as_of_date
@@ -116,8 +120,17 @@ class NumericRegimeModel:
         return np.asarray(np.linalg.norm(x[..., None, :] - self._centres, axis=-1))
 
     def classify_embedding(self, embedding: npt.ArrayLike) -> Classification:
-        """Label one embedding by its nearest prototype."""
-        distances = self.distances(embedding)
+        """Label one embedding, shape (d,), by its nearest prototype.
+
+        A batch (n, d) raises ``DimensionMismatchError``: ``distances`` takes one.
+        """
+        x = np.asarray(embedding, dtype=np.float64)
+        if x.ndim > 1:
+            raise DimensionMismatchError(
+                f"classify_embedding takes one embedding of shape ({self.embedding_dim},), "
+                f"got shape {x.shape}; for a batch, distances() takes (n, {self.embedding_dim})"
+            )
+        distances = self.distances(x)
         confidences = softmax_confidences(distances, self.temperature)
         winner = int(np.argmin(distances))  # first of equal minima: alphabetical label
         return Classification(

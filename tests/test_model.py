@@ -121,6 +121,27 @@ def test_classify_refuses_what_is_no_date(when: object) -> None:
     assert encoder.calls == []
 
 
+@pytest.mark.parametrize("shape", [(2, 4), (1, 4), (2, 3, 4)])
+def test_classify_embedding_takes_one_embedding_not_a_batch(shape: tuple[int, ...]) -> None:
+    model = NumericRegimeModel(None, {}, 63, _prototypes())
+    with pytest.raises(DimensionMismatchError) as caught:
+        model.classify_embedding(np.zeros(shape))
+    assert str(caught.value) == (
+        f"classify_embedding takes one embedding of shape (4,), got shape {shape}; "
+        "for a batch, distances() takes (n, 4)"
+    )
+
+
+def test_distances_of_a_batch_are_those_of_each_embedding() -> None:
+    model = NumericRegimeModel(None, {}, 63, _prototypes(), temperature=2.0)
+    batch = np.array([[2.5, 2.0, 3.5, 2.0], [0.1, 0.0, 0.2, 0.0], [1.0, 1.0, 1.0, 4.0]])
+    distances = model.distances(batch)
+    assert distances.shape == (3, 3)
+    for row, embedding in zip(distances, batch, strict=True):
+        result = model.classify_embedding(embedding)
+        assert list(row) == [result.distances[str(p.label)] for p in model.prototypes]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
