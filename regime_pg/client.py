@@ -27,11 +27,11 @@ from regime_pg.connection import Connection, translated_errors, vector_to_numpy
 from regime_pg.document import PrototypeDocument
 from regime_pg.errors import InvalidInputError
 from regime_pg.installation import qualified
-from regime_pg.prototypes import DateWindow, RegimePrototype, parse_label
+from regime_pg.prototypes import DateLike, DateWindow, RegimePrototype, parse_label
 
-#: A window as given by callers: a DateWindow, or a (start, end) pair of
-#: dates or ``YYYY-MM-DD`` strings.
-WindowLike = DateWindow | tuple[dt.date | str, dt.date | str]
+#: A window as given by callers: a DateWindow, or a (start, end) pair of dates
+#: in any form ``as_date`` reads (date, datetime, numpy.datetime64, ``YYYY-MM-DD``).
+WindowLike = DateWindow | tuple[DateLike, DateLike]
 
 _PROTOTYPE_COLUMNS = sql.SQL(
     "label, start_date, end_date, n_dates, n_skipped, center, l2_norm, dispersion, "
@@ -40,19 +40,15 @@ _PROTOTYPE_COLUMNS = sql.SQL(
 
 
 def as_window(window: WindowLike) -> DateWindow:
-    """A ``DateWindow`` from any accepted window form.
+    """A ``DateWindow`` from any accepted window form; its dates may be mixed.
 
-    >>> as_window(("2018-01-01", "2018-12-31")).end_date
+    >>> as_window(("2018-01-01", dt.datetime(2018, 12, 31, 16, 0))).end_date
     datetime.date(2018, 12, 31)
     """
     if isinstance(window, DateWindow):
         return window
     if isinstance(window, tuple | list) and len(window) == 2:
-        start, end = window
-        if isinstance(start, str) and isinstance(end, str):
-            return DateWindow.parse(start, end)
-        if isinstance(start, dt.date) and isinstance(end, dt.date):
-            return DateWindow(start, end)
+        return DateWindow.parse(*window)
     raise InvalidInputError(
         f"a window is (start_date, end_date) as dates or YYYY-MM-DD strings, "
         f"got {reprlib.repr(window)}"

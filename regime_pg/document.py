@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -149,21 +150,34 @@ def load_document(path: str | os.PathLike[str]) -> PrototypeDocument:
 
 
 def save_document(document: PrototypeDocument, path: str | os.PathLike[str]) -> None:
-    """Write ``document`` to ``path`` whole or not at all (never a half-written file)."""
+    """Write ``document`` to ``path`` whole or not at all (never a half-written file).
+
+    A symbolic link is written through and kept (see ``write_atomically``).
+    """
     write_atomically(Path(path), document.dumps())
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file in the same directory."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    """Replace the file at ``path`` with ``text`` via a temporary file beside it.
+
+    A symbolic link (or chain of links) is written through: the file it
+    resolves to is replaced, by a temporary file in that file's directory, and
+    the link is kept.  A dangling link gets its target created, as
+    ``open(path, "w")`` would; a symlink loop raises ``OSError`` (ELOOP).
+
+    >>> write_atomically(Path("current.json"), doc.dumps())  # doctest: +SKIP
+    """
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops where links loop
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, _file_mode(path))  # mkstemp's 0600 would hide the file from others
+        os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would hide the file from others
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

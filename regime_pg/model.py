@@ -6,11 +6,17 @@ embedding to each prototype centre, the label is the nearest prototype (ties:
 the alphabetically first label, as in SQL), and the confidence is the
 softmax of ``-distance / temperature`` (shifted by the max) at the winner.
 
+``classify_embedding`` labels one embedding, shape (d,), as the engine's
+does: a batch (n, d) raises ``DimensionMismatchError``, and ``distances``
+is the call that takes one.
+
 The encoder is any object with ``encode(instrument_id, as_of_date,
 window_days) -> array``; ``region_instruments`` maps a region to the
-instrument the encoder is asked about.  ``StoredEmbeddingEncoder`` reads the
-embedding the engine already stored in ``regimes``, so a model classifies
-history without recomputing embeddings.
+instrument the encoder is asked about.  ``classify`` reads its as_of_date
+with ``regime_pg.prototypes.as_date`` (a datetime or ``pandas.Timestamp`` is
+its date part) and asks the encoder about that ``datetime.date``.
+``StoredEmbeddingEncoder`` reads the embedding the engine already stored in
+``regimes``, so a model classifies history without recomputing embeddings.
 
 >>> import numpy as np
 >>> from regime_pg import RegimePrototype
@@ -35,7 +41,7 @@ import numpy.typing as npt
 from regime_pg.connection import Connection, translated_errors, vector_to_numpy
 from regime_pg.errors import DimensionMismatchError, InvalidInputError, NoDataError
 from regime_pg.installation import qualified
-from regime_pg.prototypes import Label, RegimePrototype
+from regime_pg.prototypes import DateLike, Label, RegimePrototype, as_date
 from regime_pg.softmax import softmax_confidences
 
 
@@ -114,8 +120,17 @@ class NumericRegimeModel:
         return np.asarray(np.linalg.norm(x[..., None, :] - self._centres, axis=-1))
 
     def classify_embedding(self, embedding: npt.ArrayLike) -> Classification:
-        """Label one embedding by its nearest prototype."""
-        distances = self.distances(embedding)
+        """Label one embedding, shape (d,), by its nearest prototype.
+
+        A batch (n, d) raises ``DimensionMismatchError``: ``distances`` takes one.
+        """
+        x = np.asarray(embedding, dtype=np.float64)
+        if x.ndim > 1:
+            raise DimensionMismatchError(
+                f"classify_embedding takes one embedding of shape ({self.embedding_dim},), "
+                f"got shape {x.shape}; for a batch, distances() takes (n, {self.embedding_dim})"
+            )
+        distances = self.distances(x)
         confidences = softmax_confidences(distances, self.temperature)
         winner = int(np.argmin(distances))  # first of equal minima: alphabetical label
         return Classification(
@@ -124,8 +139,9 @@ class NumericRegimeModel:
             {str(p.label): float(d) for p, d in zip(self.prototypes, distances, strict=True)},
         )
 
-    def classify(self, as_of_date: dt.date, region: str) -> RegimeState:
-        """Encode ``region`` on ``as_of_date`` and classify it."""
+    def classify(self, as_of_date: DateLike, region: str) -> RegimeState:
+        """Encode ``region`` on the calendar date of ``as_of_date`` and classify it."""
+        day = as_date(as_of_date, "as_of_date")
         if self.encoder is None:
             raise InvalidInputError("this model has no encoder: use classify_embedding")
         instrument_id = self.region_instruments.get(region)
@@ -134,11 +150,11 @@ class NumericRegimeModel:
                 f"region {region!r} has no instrument (known: {sorted(self.region_instruments)})"
             )
         embedding = np.asarray(
-            self.encoder.encode(instrument_id, as_of_date, self.window_days), dtype=np.float32
+            self.encoder.encode(instrument_id, day, self.window_days), dtype=np.float32
         )
         result = self.classify_embedding(embedding)
         return RegimeState(
-            as_of_date=as_of_date,
+            as_of_date=day,
             region=region,
             regime_label=result.label,
             confidence=result.confidence,
@@ -165,8 +181,9 @@ class StoredEmbeddingEncoder:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def encode(self, instrument_id: str, as_of_date: dt.date, window_days: int) -> npt.ArrayLike:
-        """The stored embedding of region ``instrument_id`` on ``as_of_date``."""
+    def encode(self, instrument_id: str, as_of_date: DateLike, window_days: int) -> npt.ArrayLike:
+        """The stored embedding of region ``instrument_id`` on ``as_of_date`` (see ``as_date``)."""
+        day = as_date(as_of_date, "as_of_date")
         with translated_errors():
             statement = qualified(
                 self.conn,
@@ -174,11 +191,9 @@ class StoredEmbeddingEncoder:
                 " WHERE region OPERATOR(pg_catalog.=) %s"
                 "   AND as_of_date OPERATOR(pg_catalog.=) %s",
             )
-            row = self.conn.execute(statement, (instrument_id, as_of_date)).fetchone()
+            row = self.conn.execute(statement, (instrument_id, day)).fetchone()
         if row is None or row[0] is None:
-            raise NoDataError(
-                f"no usable stored embedding for region {instrument_id!r} on {as_of_date}"
-            )
+            raise NoDataError(f"no usable stored embedding for region {instrument_id!r} on {day}")
         return vector_to_numpy(row[0])
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.errors import RegimePgError
 from regime_pg.installation import qualified
-from regime_pg.prototypes import DateWindow
+from regime_pg.prototypes import DateLike, DateWindow, as_date
 
 #: Band colours for the engine's labels; other labels get matplotlib's cycle.
 LABEL_COLOURS = {
@@ -50,11 +50,15 @@ class TimelineRow:
 def classify_history(
     conn: Connection,
     set_name: str,
-    start: datetime.date,
-    end: datetime.date,
+    start: DateLike,
+    end: DateLike,
     min_duration: int = 1,
 ) -> list[TimelineRow]:
-    """Every date of the set's region in [start, end], classified in SQL (``classify_regimes``)."""
+    """Every date of the set's region in [start, end], classified in SQL (``classify_regimes``).
+
+    ``start`` and ``end`` are read with ``as_date`` (a datetime is its date part).
+    """
+    first, last = as_date(start, "start_date"), as_date(end, "end_date")
     with translated_errors():
         statement = qualified(
             conn,
@@ -64,7 +68,7 @@ def classify_history(
             " ORDER BY c.as_of_date",
         )
         rows: list[tuple[Any, ...]] = conn.execute(
-            statement, (set_name, start, end, min_duration)
+            statement, (set_name, first, last, min_duration)
         ).fetchall()
     return [
         TimelineRow(day, label, raw, float(confidence), dict(distances))

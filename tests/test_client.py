@@ -28,8 +28,11 @@ from regime_pg import (
     prototypes_document,
     save_document,
 )
+from regime_pg.client import windows_json
 from regime_pg.connection import Connection
-from regime_pg.errors import InvalidInputError
+from regime_pg.errors import InvalidInputError, NoDataError
+from regime_pg.model import NumericRegimeModel, StoredEmbeddingEncoder
+from regime_pg.prototypes import as_date
 from tests.engine import business_days, insert_rows
 
 DIM = 384
@@ -84,6 +87,164 @@ def test_engine_constructor_still_works() -> None:
         p.label = RegimeLabel.NEUTRAL  # type: ignore[misc]
     with pytest.raises(ValueError):
         p.center[0] = 1.0
+
+
+class Stamp(dt.datetime):
+    """A datetime subclass, as ``pandas.Timestamp`` is one."""
+
+
+EST = dt.timezone(dt.timedelta(hours=-5))
+
+#: The window 2018-01-01..2018-12-31 in each form (and mix) of date a caller may hold.
+SAME_WINDOW: dict[str, tuple[object, object] | list[object]] = {
+    "strings": ("2018-01-01", "2018-12-31"),
+    "dates": (dt.date(2018, 1, 1), dt.date(2018, 12, 31)),
+    "midnight datetimes": (dt.datetime(2018, 1, 1), dt.datetime(2018, 12, 31)),
+    "datetimes with a time": (dt.datetime(2018, 1, 1, 23, 59), dt.datetime(2018, 12, 31, 16)),
+    "aware datetimes keep their date": (
+        dt.datetime(2018, 1, 1, 23, 30, tzinfo=EST),  # 2018-01-02 in UTC
+        dt.datetime(2018, 12, 31, 0, 30, tzinfo=dt.UTC),  # 2018-12-30 in EST
+    ),
+    "datetime subclass": (Stamp(2018, 1, 1), Stamp(2018, 12, 31, 9, 30)),
+    "datetime64 in days": (np.datetime64("2018-01-01"), np.datetime64("2018-12-31")),
+    "datetime64 in ns": (
+        np.datetime64("2018-01-01T00:00:00.000000001"),
+        np.datetime64("2018-12-31T23:59:59", "ns"),
+    ),
+    "string and date": ("2018-01-01", dt.date(2018, 12, 31)),
+    "datetime and datetime64": (dt.datetime(2018, 1, 1, 12), np.datetime64("2018-12-31T12:00")),
+    "a list": [np.datetime64("2018-01-01", "h"), "2018-12-31"],
+}
+YEAR_2018 = DateWindow(dt.date(2018, 1, 1), dt.date(2018, 12, 31))
+
+
+@pytest.mark.parametrize("case", list(SAME_WINDOW))
+def test_window_dates_in_any_form_are_their_calendar_dates(case: str) -> None:
+    start, end = SAME_WINDOW[case]
+    window = DateWindow(start, end)  # type: ignore[arg-type]
+    assert window == YEAR_2018 == DateWindow.parse(start, end)  # type: ignore[arg-type]
+    assert type(window.start_date) is dt.date and type(window.end_date) is dt.date
+    assert windows_json({"NEUTRAL": (start, end)}) == {  # type: ignore[dict-item]
+        "NEUTRAL": {"end_date": "2018-12-31", "start_date": "2018-01-01"}
+    }
+
+
+@pytest.mark.parametrize("case", list(SAME_WINDOW))
+def test_server_gets_the_calendar_dates_of_any_form(
+    conn: Connection, history: object, case: str
+) -> None:
+    windows = {"NEUTRAL": SAME_WINDOW[case]}
+    (reference,) = compute_prototypes(conn, "US", {"NEUTRAL": ("2018-01-01", "2018-12-31")})
+    assert compute_prototypes(conn, "US", windows) == [reference]  # type: ignore[arg-type]
+    document = prototypes_document(conn, "US", windows)  # type: ignore[arg-type]
+    assert document.dumps() == PrototypeDocument("US", (reference,)).dumps()
+
+
+def test_pandas_timestamps_are_their_calendar_dates(conn: Connection, history: object) -> None:
+    pd = pytest.importorskip("pandas")
+    windows = {
+        "NEUTRAL": (pd.Timestamp("2018-01-01"), pd.Timestamp("2018-12-31 16:00", tz="US/Eastern"))
+    }
+    (prototype,) = compute_prototypes(conn, "US", windows)
+    assert prototype == compute_prototype(conn, "US", ("2018-01-01", "2018-12-31"))
+    with pytest.raises(InvalidWindowError, match=r"^end_date must be a date.*, got NaT$"):
+        compute_prototypes(conn, "US", {"NEUTRAL": (pd.Timestamp("2018-01-01"), pd.NaT)})
+
+
+#: Values that are no calendar date: (value, how the message shows it).
+NOT_DATES: dict[str, tuple[object, str]] = {
+    "datetime64 in months": (np.datetime64("2018-01"), "np.datetime64('2018-01') (datetime64[M])"),
+    "datetime64 in years": (np.datetime64("2018"), "np.datetime64('2018') (datetime64[Y])"),
+    "datetime64 in weeks": (
+        np.datetime64(2500, "W"),
+        "np.datetime64('2017-11-30') (datetime64[W])",
+    ),
+    "datetime64 in 2-day units": (
+        np.datetime64(8800, "2D"),
+        "np.datetime64('2018-03-10','2D') (datetime64[2D])",
+    ),
+    "datetime64 NaT": (np.datetime64("NaT"), "np.datetime64('NaT','generic') (datetime64)"),
+    "datetime64 NaT in days": (
+        np.datetime64("NaT", "D"),
+        "np.datetime64('NaT','D') (datetime64[D])",
+    ),
+    "datetime64 after 9999": (
+        np.datetime64("10000-01-01"),
+        "np.datetime64('10000-01-01') (datetime64[D])",
+    ),
+    "datetime64 before year 1": (
+        np.datetime64("0000-12-31"),
+        "np.datetime64('0000-12-31') (datetime64[D])",
+    ),
+    "int": (20180101, "20180101"),
+    "float": (2018.5, "2018.5"),
+    "None": (None, "None"),
+    "bool": (True, "True"),
+    "bytes": (b"2018-01-01", "b'2018-01-01'"),
+    "long list": (list(range(100)), "[0, 1, 2, 3, 4, 5, ...]"),
+    "time": (dt.time(16), "datetime.time(16, 0)"),
+    "2-D array": (np.zeros((3, 3)), "array([[0., 0., 0.], ...., 0.], [0., 0., 0.]])"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_DATES))
+def test_what_is_no_date_is_refused_in_one_line(case: str) -> None:
+    value, shown = NOT_DATES[case]
+    message = (
+        "start_date must be a date, a datetime, a numpy.datetime64 of day precision or finer, "
+        f"or a YYYY-MM-DD string, got {shown}"
+    )
+    with pytest.raises(InvalidWindowError) as caught:
+        as_date(value, "start_date")
+    assert str(caught.value) == message
+    with pytest.raises(InvalidWindowError) as caught:
+        windows_json({"NEUTRAL": (value, "2018-12-31")})  # type: ignore[dict-item]
+    assert str(caught.value) == message
+    with pytest.raises(InvalidWindowError) as caught:
+        DateWindow(value, dt.date(2018, 12, 31))  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_malformed_strings_keep_their_message() -> None:
+    with pytest.raises(InvalidWindowError, match=r"^end_date must be a date as YYYY-MM-DD, got "):
+        windows_json({"NEUTRAL": (dt.date(2018, 1, 1), "2018-12-31T00:00:00")})
+    with pytest.raises(InvalidWindowError, match=r"^start_date is not a calendar date: 2019-02-29"):
+        DateWindow.parse("2019-02-29", np.datetime64("2019-12-31"))
+    with pytest.raises(InvalidWindowError, match="reversed"):
+        DateWindow(np.datetime64("2019-01-02T00:00"), dt.datetime(2019, 1, 1, 23, 59))  # type: ignore[arg-type]
+
+
+def test_stored_embeddings_are_found_by_calendar_date(
+    conn: Connection, history: tuple[list[dt.date], np.ndarray]
+) -> None:
+    dates, x = history
+    day = dates[200]
+    assert day == dt.date(2018, 10, 8)
+    encoder = StoredEmbeddingEncoder(conn)
+    for when in (
+        day,
+        dt.datetime(2018, 10, 8, 16, 0),
+        dt.datetime(2018, 10, 8, 23, 30, tzinfo=EST),
+        Stamp(2018, 10, 8, 9, 30),
+        np.datetime64("2018-10-08T16:00"),
+        "2018-10-08",
+    ):
+        assert np.array_equal(encoder.encode("US", when, 63), x[200])  # type: ignore[arg-type]
+    model = NumericRegimeModel(
+        encoder,
+        {"US": "US"},
+        63,
+        [RegimePrototype("NEUTRAL", np.zeros(DIM)), RegimePrototype("CRISIS", np.full(DIM, 2.0))],
+    )
+    state = model.classify(dt.datetime(2018, 10, 8, 16, 0), "US")
+    assert type(state.as_of_date) is dt.date and state.as_of_date == day
+    assert np.array_equal(state.regime_embedding, x[200])
+    with pytest.raises(
+        NoDataError, match=r"^no usable stored embedding for region 'US' on 2030-01-02$"
+    ):
+        encoder.encode("US", dt.datetime(2030, 1, 2, 16, 0), 63)
+    with pytest.raises(InvalidWindowError, match=r"^as_of_date must be a date, .* got 20181008$"):
+        encoder.encode("US", 20181008, 63)  # type: ignore[arg-type]
 
 
 def test_three_documents_are_identical(conn: Connection, history: object, tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +231,98 @@ def test_save_is_atomic_and_leaves_no_temporary(
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert load_document(target) == good
+
+
+OLD = PrototypeDocument("US", (_prototype("NEUTRAL", np.ones(3, np.float32)),))
+NEW = PrototypeDocument("US", (_prototype("CRISIS", np.full(3, 0.25, np.float32)),))
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: a link as ``-> target``, a file as its text."""
+    return {
+        str(p.relative_to(root)): f"-> {os.readlink(p)}" if p.is_symlink() else p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+def test_save_writes_through_a_symlink_and_keeps_it(tmp_path: Path) -> None:
+    target = tmp_path / "prototypes-2026-11.json"
+    save_document(OLD, target)
+    target.chmod(0o640)
+    link = tmp_path / "current.json"
+    link.symlink_to("prototypes-2026-11.json")
+    save_document(NEW, link)
+    assert _tree(tmp_path) == {
+        "current.json": "-> prototypes-2026-11.json",
+        "prototypes-2026-11.json": NEW.dumps(),
+    }
+    assert target.read_bytes() == NEW.dumps().encode("utf-8")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert load_document(link) == NEW
+
+
+def test_save_follows_a_chain_of_links_across_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "links").mkdir()
+    save_document(OLD, tmp_path / "store" / "prototypes-2026-11.json")
+    (tmp_path / "store" / "latest.json").symlink_to("prototypes-2026-11.json")
+    (tmp_path / "links" / "current.json").symlink_to(tmp_path / "store" / "latest.json")
+    monkeypatch.chdir(tmp_path / "links")
+    save_document(NEW, "current.json")
+    assert _tree(tmp_path) == {
+        "links/current.json": f"-> {tmp_path / 'store' / 'latest.json'}",
+        "store/latest.json": "-> prototypes-2026-11.json",
+        "store/prototypes-2026-11.json": NEW.dumps(),
+    }
+
+
+def test_save_through_a_dangling_link_creates_its_target(tmp_path: Path) -> None:
+    """As ``open(path, "w")`` would: the link then points to the new file."""
+    link = tmp_path / "current.json"
+    link.symlink_to("prototypes-2026-12.json")
+    save_document(NEW, link)
+    assert _tree(tmp_path) == {
+        "current.json": "-> prototypes-2026-12.json",
+        "prototypes-2026-12.json": NEW.dumps(),
+    }
+
+
+def test_save_through_a_link_into_a_missing_directory_changes_nothing(tmp_path: Path) -> None:
+    link = tmp_path / "current.json"
+    link.symlink_to("gone/prototypes-2026-12.json")
+    with pytest.raises(FileNotFoundError):
+        save_document(NEW, link)
+    assert _tree(tmp_path) == {"current.json": "-> gone/prototypes-2026-12.json"}
+
+
+def test_save_through_a_symlink_loop_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.json").symlink_to("b.json")
+    (tmp_path / "b.json").symlink_to("a.json")
+    with pytest.raises(OSError) as caught:
+        save_document(NEW, tmp_path / "a.json")
+    assert caught.value.errno == errno.ELOOP
+    assert caught.value.filename == str(tmp_path / "a.json")
+    assert _tree(tmp_path) == {"a.json": "-> b.json", "b.json": "-> a.json"}
+
+
+def test_failed_save_through_a_link_leaves_link_and_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "store").mkdir()
+    save_document(OLD, tmp_path / "store" / "prototypes-2026-11.json")
+    (tmp_path / "current.json").symlink_to("store/prototypes-2026-11.json")
+    before = _tree(tmp_path)
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        save_document(NEW, tmp_path / "current.json")
+    assert _tree(tmp_path) == before
 
 
 def test_load_missing_file_is_typed(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from regime_pg import RegimeLabel, RegimePrototype
-from regime_pg.errors import DimensionMismatchError, InvalidInputError
+from regime_pg.errors import DimensionMismatchError, InvalidInputError, InvalidWindowError
 from regime_pg.model import NumericRegimeModel, RegimeState
 from regime_pg.softmax import fit_temperature, mean_log_loss, softmax_confidences
 
@@ -81,6 +81,65 @@ def test_classify_returns_engine_state() -> None:
     assert set(state.metadata["distances"]) == {"CRISIS", "NEUTRAL", "RECOVERY"}
     with pytest.raises(InvalidInputError, match="no instrument"):
         model.classify(day, "EU")
+
+
+class Stamp(dt.datetime):
+    """A datetime subclass, as ``pandas.Timestamp`` is one."""
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(2020, 3, 16, 16, 0),
+        dt.datetime(2020, 3, 16, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        Stamp(2020, 3, 16, 9, 30),
+        np.datetime64("2020-03-16T16:00:00.123456789"),
+        np.datetime64("2020-03-16"),
+        "2020-03-16",
+    ],
+    ids=repr,
+)
+def test_classify_asks_for_the_calendar_date(when: object) -> None:
+    day = dt.date(2020, 3, 16)
+    encoder = ArrayEncoder({("SPX", day): np.full(4, 2.9, dtype=np.float32)})
+    model = NumericRegimeModel(encoder, {"US": "SPX"}, 21, _prototypes())
+    state = model.classify(when, "US")  # type: ignore[arg-type]
+    assert encoder.calls == [("SPX", day, 21)]
+    assert type(encoder.calls[0][1]) is dt.date
+    assert type(state.as_of_date) is dt.date and state.as_of_date == day
+    assert state.regime_label is RegimeLabel.CRISIS
+
+
+@pytest.mark.parametrize(
+    "when", [20200316, None, "2020-3-16", np.datetime64("2020-03"), dt.time(16)], ids=repr
+)
+def test_classify_refuses_what_is_no_date(when: object) -> None:
+    encoder = ArrayEncoder({})
+    model = NumericRegimeModel(encoder, {"US": "SPX"}, 21, _prototypes())
+    with pytest.raises(InvalidWindowError, match=r"^as_of_date must be a date"):
+        model.classify(when, "US")  # type: ignore[arg-type]
+    assert encoder.calls == []
+
+
+@pytest.mark.parametrize("shape", [(2, 4), (1, 4), (2, 3, 4)])
+def test_classify_embedding_takes_one_embedding_not_a_batch(shape: tuple[int, ...]) -> None:
+    model = NumericRegimeModel(None, {}, 63, _prototypes())
+    with pytest.raises(DimensionMismatchError) as caught:
+        model.classify_embedding(np.zeros(shape))
+    assert str(caught.value) == (
+        f"classify_embedding takes one embedding of shape (4,), got shape {shape}; "
+        "for a batch, distances() takes (n, 4)"
+    )
+
+
+def test_distances_of_a_batch_are_those_of_each_embedding() -> None:
+    model = NumericRegimeModel(None, {}, 63, _prototypes(), temperature=2.0)
+    batch = np.array([[2.5, 2.0, 3.5, 2.0], [0.1, 0.0, 0.2, 0.0], [1.0, 1.0, 1.0, 4.0]])
+    distances = model.distances(batch)
+    assert distances.shape == (3, 3)
+    for row, embedding in zip(distances, batch, strict=True):
+        result = model.classify_embedding(embedding)
+        assert list(row) == [result.distances[str(p.label)] for p in model.prototypes]
 
 
 @pytest.mark.parametrize(

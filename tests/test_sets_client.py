@@ -258,6 +258,24 @@ def test_fitted_temperature_matches_numpy(
     assert get_set(client, "fitted").info.fit == fit
 
 
+def test_sets_take_window_dates_in_any_form(client: Connection) -> None:
+    """Datetimes (pandas.Timestamp is one) and numpy.datetime64 are their calendar dates."""
+    mixed = {
+        "CRISIS": (dt.datetime(2018, 7, 1, 16, 0), np.datetime64("2018-12-31T23:59")),
+        "NEUTRAL": ("2018-01-01", dt.date(2018, 6, 30)),
+    }
+    assert fit_set_temperature(client, "US", mixed) == fit_set_temperature(client, "US", WEAK)
+    saved = save_set(client, "mixed", "US", mixed, temperature=None)
+    reference = save_set(client, "reference", "US", WEAK, temperature=None)
+    assert (
+        saved.info.windows
+        == reference.info.windows
+        == {label: w.to_json() for label, w in WEAK.items()}
+    )
+    assert saved.document == reference.document
+    assert saved.info.fit == reference.info.fit
+
+
 def test_stored_document_equals_prototypes_document_byte_for_byte(client: Connection) -> None:
     windows = {**STRONG, "RISK_OFF": ("2018-03-01", "2018-03-01")}  # a one-day window too
     saved = save_set(client, "three", "US", windows)
@@ -497,6 +515,22 @@ def test_model_from_set_uses_the_set_temperature_and_stored_embeddings(
     # The fitted temperature makes the confidence informative.
     confidences = [model.classify(day, "US").confidence for day in DATA.dates[:60]]
     assert min(confidences) < 0.9
+
+
+def test_model_from_set_classifies_the_calendar_date_of_a_datetime(client: Connection) -> None:
+    save_set(client, "weak", "US", WEAK, temperature=None)
+    model = model_from_set(client, "weak")
+    for day in DAYS:
+        state = model.classify(day, "US")
+        for when in (
+            dt.datetime.combine(day, dt.time(16, 0)),
+            np.datetime64(dt.datetime.combine(day, dt.time(23, 59)), "ns"),
+            day.isoformat(),
+        ):
+            later = model.classify(when, "US")  # type: ignore[arg-type]
+            assert type(later.as_of_date) is dt.date and later.as_of_date == day
+            assert (later.regime_label, later.confidence) == (state.regime_label, state.confidence)
+            assert np.array_equal(later.regime_embedding, state.regime_embedding)
 
 
 def test_model_from_document_file_and_object(client: Connection, tmp_path: Path) -> None:

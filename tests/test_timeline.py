@@ -308,6 +308,16 @@ def test_classify_history_is_classify_regimes(timeline_db: Timeline) -> None:
     ] == rows
 
 
+def test_classify_history_takes_the_calendar_dates_of_datetimes(timeline_db: Timeline) -> None:
+    with connect(timeline_db.dsn) as conn:
+        by_date = classify_history(conn, "tl-t1", dt.date(2018, 3, 1), dt.date(2018, 3, 31))
+        by_datetime = classify_history(
+            conn, "tl-t1", dt.datetime(2018, 3, 1, 16, 0), np.datetime64("2018-03-31T23:59")
+        )
+    assert [h.as_of_date for h in by_date] == business_days(dt.date(2018, 3, 1), 22)
+    assert by_datetime == by_date
+
+
 # --------------------------------------------------------------------------- errors
 
 
