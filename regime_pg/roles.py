@@ -115,7 +115,7 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "classify_regime",
     "classify_regimes",
     "regime_centroid_series",
-    # classify--2.sql
+    # classify--2.sql (classify--3.sql replaces regime_classify_query)
     "regime_classify_query",
     "regime_classify_prepare",
     "classify_regime_labels",

@@ -1,4 +1,5 @@
-"""The set-based classify_regimes of classify--2.sql (revision 0011), against version 1.
+"""The set-based classify_regimes of classify--2.sql (revision 0011) and
+classify--3.sql (0012, sets of more than 50 prototypes), against version 1.
 
 * Same rows as classify--1.sql's definition, installed next to it under
   another name (``classify_regimes_v1``, the released text): dates, labels,
@@ -16,14 +17,24 @@
   one row of NULLs per usable date, as version 1, after the same checks.
 * Parallel workers give the same rows; the statement gets them when parallel
   query is cheap.
-* Downgrade to 0010 puts back the definition of a fresh install at 0010.
+* More than 50 prototypes (51, 100, 101 and 120; 50 for the edge): the same
+  rows as version 1, every column as text too, with min_duration 1 and more,
+  on windows with and without duplicate dates; classify_regime_labels too,
+  and ``regime-pg timeline --set``.  The statement for up to 50 prototypes is
+  version 2's, character for character (that of classify_regime_labels for
+  any number); version 2's, for 51, is the error the fix removes.
+* Downgrade to 0010 puts back the definition of a fresh install at 0010, and
+  downgrade to 0011 that of 0011, keeping the privileges granted at head.
 
 No timing assertions: speed is measured by ``python -m bench`` (B4).
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import itertools
 import json
 import uuid
 from collections.abc import Iterator
@@ -39,6 +50,8 @@ from psycopg import sql
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types
 from regime_pg.migration_ops import released_function
+from regime_pg.timeline import classify_history
+from tests.cli_support import cli, isolated_cli  # noqa: F401
 from tests.conftest import FORCE_PARALLEL, Server, database_dsn, drop_database
 from tests.engine import insert_rows
 from tests.test_classify_sql import absorb, classify_sequence, load_sequence_set
@@ -421,6 +434,189 @@ def test_query_text_formats_only_integers(conn: Connection) -> None:
             conn.execute("SELECT regime_classify_query(%s, %s::integer[], %s, %s, %s)", bad)
 
 
+# --------------------------------------------------------------------------- many prototypes
+
+
+#: Set sizes around the limit of version 2: jsonb_build_object takes at most 100
+#: arguments, two per prototype, so 50 was the largest set version 2 classified.
+MANY = (50, 51, 100, 101, 120)
+
+
+def many_labels(n: int) -> list[str]:
+    """n labels by the label rule, with digits and underscores (byte order is not
+    that of most collations), of 2 to 4 characters (jsonb puts shorter keys first)."""
+    return [f"{'ZAM'[i % 3]}{'_' if i % 4 == 0 else ''}{i}" for i in range(n)]
+
+
+#: Positions in the statement's label order ($4) given to prototypes near the
+#: data: the first and last of each group of 50 and two inside (and the last).
+NEAR = (0, 49, 50, 99, 100, 24, 74)
+
+
+def many_centres(by_collation: list[str]) -> dict[str, np.ndarray]:
+    """Prototype j at +-6 on axis j // 2 (and 0.25 on the last axis).  The eight
+    near the data (axes 0..3, j < 8) go to the labels at positions NEAR and the
+    last of ``by_collation`` (the order of $4), the others at random."""
+    n = len(by_collation)
+    c = np.zeros((n, DIM), dtype=np.float32)
+    for j in range(n):
+        c[j, j // 2] = 6.0 if j % 2 == 0 else -6.0
+    c[:, DIM - 1] = 0.25
+    near = list(dict.fromkeys(min(p, n - 1) for p in (*NEAR, n - 1)))
+    positions = near + [int(p) for p in np.random.default_rng(n).permutation(n)
+                        if p not in near]
+    return {by_collation[p]: c[j] for j, p in enumerate(positions)}
+
+
+def install_v2_query(conn: Connection) -> None:
+    """classify--2.sql's regime_classify_query, as released, as regime_classify_query_v2."""
+    text = released_function("classify--2.sql", "regime_classify_query")
+    conn.execute("SET search_path = public")
+    conn.execute(text.replace("FUNCTION regime_classify_query(",
+                              "FUNCTION regime_classify_query_v2(", 1).encode())
+    conn.execute("RESET search_path")
+
+
+@pytest.fixture
+def many(mixed: Connection) -> Connection:
+    """``mixed`` with sets many-N (temperature 0.7) and many-N-cold (1e-3) of N
+    prototypes for N in MANY, and version 2's regime_classify_query."""
+    for n in MANY:
+        by_collation = mixed.execute("SELECT array_agg(l ORDER BY l) FROM unnest(%s::text[]) AS l",
+                                     (many_labels(n),)).fetchone()[0]
+        centres_of = many_centres(by_collation)
+        document = {
+            "embedding_dim": DIM,
+            "region": REGION,
+            "prototypes": {label: {"center": [float(v) for v in centres_of[label]]}
+                           for label in many_labels(n)},
+        }
+        for suffix, temperature in (("", 0.7), ("-cold", 1e-3)):
+            mixed.execute("SELECT save_regime_prototype_set_from_document(%s, %s, %s)",
+                          (f"many-{n}{suffix}", json.dumps(document), temperature))
+    install_v2_query(mixed)
+    return mixed
+
+
+def set_labels(conn: Connection, set_name: str) -> list[str]:
+    """The set's labels in the statement's order ($4): by the database's collation."""
+    row = conn.execute("SELECT array_agg(label ORDER BY label) FROM regime_prototype_set_members"
+                       " WHERE set_name = %s", (set_name,)).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+@pytest.mark.parametrize("n", MANY)
+def test_many_prototypes_same_rows_as_v1(many: Connection, n: int) -> None:
+    labels = set_labels(many, f"many-{n}")
+    assert sorted(labels) == sorted(many_labels(n))
+    absorbed = False
+    nearest: set[int] = set()
+    for set_name in (f"many-{n}", f"many-{n}-cold"):
+        for window in (CLEAN, DIRTY, WHOLE):
+            for min_duration in (1, 2, 3, 40):
+                v3 = rows(many, "classify_regimes", window, set_name, min_duration)
+                v1 = rows(many, "classify_regimes_v1", window, set_name, min_duration)
+                assert v3 == v1, (set_name, window, min_duration)
+                assert v3, (set_name, window, min_duration)
+                assert all(len(r[4]) == n for r in v3)
+                lean = label_rows(many, window, set_name, min_duration)
+                assert lean == [(r[0], r[1], r[2], r[3], r[6]) for r in v1], (window, min_duration)
+                absorbed |= any(r[1] != r[6] for r in v3)
+                nearest |= {labels.index(r[6]) for r in v3}
+    assert absorbed  # min_duration > 1 changed labels
+    # The nearest prototype is found in every group of 50 ($4[c.nearest] up to n).
+    assert {min(p, n - 1) for p in (*NEAR, n - 1)} <= nearest, sorted(nearest)
+
+
+def test_many_prototypes_whatever_the_session_float_format(many: Connection) -> None:
+    expected = rows(many, "classify_regimes_v1", WHOLE, "many-120", 3)
+    many.execute("SET extra_float_digits = 0")
+    assert rows(many, "classify_regimes", WHOLE, "many-120", 3)[0][5] == expected[0][5]
+    many.execute("RESET extra_float_digits")
+    assert rows(many, "classify_regimes", WHOLE, "many-120", 3) == expected
+
+
+def test_many_prototypes_in_parallel_workers(many: Connection) -> None:
+    expected = {m: rows(many, "classify_regimes_v1", WHOLE, "many-101", m) for m in (1, 4)}
+    for setting in FORCE_PARALLEL:
+        many.execute(setting)
+    for m in (1, 4):
+        assert rows(many, "classify_regimes", WHOLE, "many-101", m) == expected[m]
+
+
+def queries(conn: Connection, function: str, n: int, order: list[int]) -> list[str]:
+    """The statements ``function`` writes for n prototypes, every flag combination."""
+    return [conn.execute(f"SELECT {function}(%s, %s, %s, %s, %s)",
+                         (n, order, deduplicate, absorb_runs, with_distances)).fetchone()[0]
+            for deduplicate, absorb_runs, with_distances
+            in itertools.product((False, True), repeat=3)]
+
+
+def test_statement_is_version_2s_up_to_50_prototypes(many: Connection) -> None:
+    """Up to 50, and without distances for any number, the text is version 2's;
+    beyond, version 2's one call becomes calls of at most 50 pairs joined by ||."""
+    rng = np.random.default_rng(50)
+    for n in range(1, 131):
+        order = [int(i) + 1 for i in rng.permutation(n)]
+        v2 = queries(many, "regime_classify_query_v2", n, order)
+        v3 = queries(many, "regime_classify_query", n, order)
+        pairs = [f"$4[{i}], c.d{i}" for i in range(1, n + 1)]
+        one_call = f"jsonb_build_object({', '.join(pairs)})"
+        calls = " || ".join(f"jsonb_build_object({', '.join(pairs[k:k + 50])})"
+                            for k in range(0, n, 50))
+        for flags, old, new in zip(itertools.product((False, True), repeat=3), v2, v3,
+                                   strict=True):
+            if n <= 50 or not flags[2]:
+                assert new == old, (n, flags)
+            else:
+                assert old.count(one_call) == 1, (n, flags)
+                assert new == old.replace(one_call, calls), (n, flags)
+                assert new.count("jsonb_build_object(") == -(-n // 50)
+
+
+def prepare(conn: Connection, statement: str) -> None:
+    conn.execute(f"PREPARE many_plan(text, date, date, text[], vector[], double precision,"
+                 f" integer) AS {statement}".encode())
+    conn.execute("DEALLOCATE many_plan")
+
+
+def test_version_2s_statement_fails_from_51_prototypes(many: Connection) -> None:
+    """What the reviewer saw: 54023 from version 2's statement, none from version 3's."""
+    for n in (50, 51, 120):
+        for deduplicate, absorb_runs in itertools.product((False, True), repeat=2):
+            args = (n, list(range(1, n + 1)), deduplicate, absorb_runs, True)
+            old, new = (many.execute(f"SELECT {f}(%s, %s, %s, %s, %s)", args).fetchone()[0]
+                        for f in ("regime_classify_query_v2", "regime_classify_query"))
+            prepare(many, new)
+            if n <= 50:
+                prepare(many, old)
+            else:
+                with pytest.raises(psycopg.errors.TooManyArguments,
+                                   match="cannot pass more than 100 arguments to a function"):
+                    prepare(many, old)
+
+
+def test_timeline_with_many_prototypes(many: Connection, db: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``regime-pg timeline --set`` with 51 prototypes: version 1's rows, as CSV."""
+    expected = rows(many, "classify_regimes_v1", WHOLE, "many-51", 3)
+    with psycopg.connect(db) as conn:
+        history = classify_history(conn, "many-51", *WHOLE, 3)
+    assert [(h.as_of_date, h.label, h.raw_label, h.confidence, dict(h.distances))
+            for h in history] == [(r[0], r[1], r[6], r[2], r[4]) for r in expected]
+    result = cli(capsys, "timeline", "-q", "--set", "many-51", "--start", WHOLE[0].isoformat(),
+                 "--end", WHOLE[1].isoformat(), "--min-duration", "3", "--csv", "-",
+                 "--dsn", db)
+    assert result.code == 0, result
+    labels = sorted(many_labels(51))
+    records = list(csv.reader(io.StringIO(result.out)))
+    assert records[0] == ["as_of_date", "label", "raw_label", "confidence",
+                          *(f"distance_{k}" for k in labels)]
+    assert records[1:] == [[r[0].isoformat(), r[1], r[6], repr(r[2]),
+                            *(repr(r[4][k]) for k in labels)] for r in expected]
+
+
 # --------------------------------------------------------------------------- migration
 
 
@@ -454,6 +650,29 @@ def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
     migrate.upgrade(empty_db)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(FUNCTIONS).fetchall() == head
+
+
+def test_downgrade_to_0011_restores_the_v2_query_and_keeps_its_privileges(
+        empty_db: str) -> None:
+    migrate.upgrade(empty_db, "0011")
+    with psycopg.connect(empty_db) as conn:
+        before = conn.execute(FUNCTIONS).fetchall()
+    migrate.upgrade(empty_db)
+    query = "regime_classify_query(integer,integer[],boolean,boolean,boolean)"
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        head = conn.execute(FUNCTIONS).fetchall()
+        # 0012 replaces one definition; flags, settings and privileges stay
+        assert [r[0] for r in head] == [r[0] for r in before]
+        assert [h[0] for h, b in zip(head, before, strict=True) if h != b] == [query]
+        assert [r[2:] for r in head] == [r[2:] for r in before]
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {query} FROM PUBLIC")
+        revoked = conn.execute(FUNCTIONS).fetchall()
+    migrate.downgrade(empty_db, "0011")
+    with psycopg.connect(empty_db) as conn:
+        after = conn.execute(FUNCTIONS).fetchall()
+    assert [r[:5] for r in after] == [r[:5] for r in before]
+    assert [r[5] for r in after] == [r[5] for r in revoked]  # the REVOKE stays
+    assert [r[5] for r in after] != [r[5] for r in before]
 
 
 # --------------------------------------------------------------------------- collation

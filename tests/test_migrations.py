@@ -3,7 +3,9 @@
 (a) an empty database, (b) a database the Regime Engine already uses (its own
 ``alembic_version`` at '0027'), (c) refusal of a ``regimes`` of another shape,
 (d) the batched, resumable backfill, (e) pgvector without the privilege to
-create it, (f) released SQL files pinned by checksum, so history replays.
+create it, (f) released SQL files pinned by checksum, so history replays,
+(g) a downgrade to any revision gives every routine as the upgrade to it
+created it.
 
 Every downgrade is checked against a catalog snapshot taken before the first
 upgrade: regime-pg must leave nothing behind and change nothing it did not
@@ -971,7 +973,7 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 and 0011 change functions only: both ways, they run while regimes is locked."""
+    """0010 to 0012 change functions only: both ways, they run while regimes is locked."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
@@ -984,3 +986,41 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
         migrate.downgrade(waiting, "0009")
         assert migrate.current_revision(waiting) == "0009"
         holder.rollback()
+
+
+#: Every routine regime-pg created in public: definition, flags, settings,
+#: privileges and comment (aggregates have no pg_get_functiondef).
+ROUTINES = """
+    SELECT p.oid::regprocedure::text, p.prokind,
+           CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
+           p.prosecdef, p.proparallel, p.provolatile, p.proconfig, p.proacl,
+           obj_description(p.oid, 'pg_proc')
+      FROM pg_proc AS p
+     WHERE p.pronamespace = 'public'::regnamespace
+       AND NOT EXISTS (SELECT FROM pg_depend AS d
+                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
+     ORDER BY 1
+"""
+
+
+def routines(dsn: str) -> list[tuple[object, ...]]:
+    with _connect(dsn) as conn:
+        return [tuple(row) for row in conn.execute(ROUTINES).fetchall()]
+
+
+def test_every_downgrade_gives_the_routines_of_a_fresh_install(empty_db: str) -> None:
+    """Up one revision at a time from base, then down one at a time from head: at
+    every revision the routines are exactly those the upgrade to it created
+    (definitions, flags, settings, privileges, comments), so each downgrade puts
+    back the released definitions."""
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    chain = [rev.revision for rev in script.walk_revisions("base", "heads")][::-1]
+    fresh: dict[str, list[tuple[object, ...]]] = {}
+    for revision in chain:
+        migrate.upgrade(empty_db, revision)
+        fresh[revision] = routines(empty_db)
+    assert fresh[HEAD] != fresh[chain[-2]]
+    for revision in reversed(chain[:-1]):
+        migrate.downgrade(empty_db, revision)
+        assert routines(empty_db) == fresh[revision], revision
