@@ -855,8 +855,45 @@ def test_history_is_one_linear_chain() -> None:
         assert script.get_revision(rev).down_revision == previous
 
 
+#: Every routine in public not created by an extension, as its definition, flags and
+#: comment show it (aggregates: their flags and comment).
+ROUTINES = """
+    SELECT p.oid::regprocedure::text, p.prokind,
+           CASE WHEN p.prokind = 'f' THEN pg_get_functiondef(p.oid) END,
+           p.proparallel, p.provolatile, p.procost, p.proconfig, p.proacl,
+           obj_description(p.oid, 'pg_proc')
+      FROM pg_proc AS p
+     WHERE p.pronamespace = 'public'::regnamespace
+       AND NOT EXISTS (SELECT FROM pg_depend AS d
+                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
+     ORDER BY 1
+"""
+
+
+def test_each_revision_downgrades_to_the_routines_of_a_fresh_install(empty_db: str) -> None:
+    """Up one revision at a time from 0006 (the first with prototype functions), then
+    down one at a time from head: at every revision the routines are those the
+    upgrade to it created, definition for definition."""
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    chain = [rev.revision for rev in script.walk_revisions("base", "heads")][::-1]
+    revisions = chain[chain.index("0006"):]
+    fresh: dict[str, list[tuple[object, ...]]] = {}
+    for revision in revisions:
+        migrate.upgrade(empty_db, revision)
+        with _connect(empty_db) as conn:
+            fresh[revision] = [tuple(row) for row in conn.execute(ROUTINES).fetchall()]
+    for revision in reversed(revisions[:-1]):
+        migrate.downgrade(empty_db, revision)
+        with _connect(empty_db) as conn:
+            assert [tuple(row) for row in conn.execute(ROUTINES).fetchall()] == fresh[revision], (
+                revision
+            )
+
+
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 and 0011 change functions only: both ways, they run while regimes is locked."""
+    """0010, 0011 and 0013 change functions only: both ways, they run while regimes is
+    locked."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
