@@ -973,7 +973,7 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 to 0012 change functions only: both ways, they run while regimes is locked."""
+    """0010 to 0013 change functions only: both ways, they run while regimes is locked."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
@@ -988,12 +988,12 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
         holder.rollback()
 
 
-#: Every routine regime-pg created in public: definition, flags, settings,
+#: Every routine regime-pg created in public: definition, flags, cost, settings,
 #: privileges and comment (aggregates have no pg_get_functiondef).
 ROUTINES = """
     SELECT p.oid::regprocedure::text, p.prokind,
            CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
-           p.prosecdef, p.proparallel, p.provolatile, p.proconfig, p.proacl,
+           p.prosecdef, p.proparallel, p.provolatile, p.procost, p.proconfig, p.proacl,
            obj_description(p.oid, 'pg_proc')
       FROM pg_proc AS p
      WHERE p.pronamespace = 'public'::regnamespace
