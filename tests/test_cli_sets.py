@@ -143,7 +143,9 @@ def test_temperature_flags_need_save(
     capsys: pytest.CaptureFixture[str], dsn: str, flags: list[str]
 ) -> None:
     result = cli(capsys, "compute", *FLAGS, *flags, "--dsn", dsn)
-    assert_one_error(result, 1, "--temperature and --fit-temperature go with --save NAME")
+    assert result == Result(
+        2, "", "regime-pg: error: --temperature and --fit-temperature go with --save NAME\n"
+    )
     assert set_names(dsn) == []
 
 
@@ -170,8 +172,13 @@ def test_temperature_and_fit_temperature_together_exit_2(
     ("extra", "code", "fragment"),
     [
         (["--save", "bad name"], 1, "does not follow the set name rule"),
-        (["--save", "x", "--temperature", "0"], 1, "temperature must be a positive finite"),
-        (["--save", "x", "--temperature", "nan"], 1, "temperature must be a positive finite"),
+        (
+            ["--save", "x", "--temperature", "0"],
+            2,
+            "argument --temperature: temperature must be a positive finite number, got '0'",
+        ),
+        (["--save", "x", "--temperature", "nan"], 2, "positive finite number, got 'nan'"),
+        (["--save", "x", "--temperature", "inf"], 2, "positive finite number, got 'inf'"),
         (["--save", "x", "--temperature", "warm"], 2, "invalid float value"),
         (["--save", "x", "--window", "ONLY=2030-01-01:2030-01-31"], 1, "no usable embedding"),
     ],
@@ -404,8 +411,8 @@ def test_import_errors_are_one_line(
     )
     assert_one_error(
         cli(capsys, "sets", "import", source, "--name", "v3", "--temperature", "-1", "--dsn", dsn),
-        1,
-        "temperature must be a positive finite",
+        2,
+        "argument --temperature: temperature must be a positive finite number, got '-1'",
     )
     assert set_names(dsn) == ["v1"]
 

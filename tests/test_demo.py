@@ -402,7 +402,7 @@ def test_demo_range_errors(
     code = main(["demo", "--dsn", db, "--output-dir", str(out_dir),
                  "--start", "2017-06-01", "--end", "2017-01-01"])
     out, err = capsys.readouterr()
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err == "regime-pg: error: --end 2017-01-01 is before --start 2017-06-01\n"
     assert not out_dir.exists()
 

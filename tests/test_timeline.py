@@ -316,7 +316,7 @@ def test_classify_history_is_classify_regimes(timeline_db: Timeline) -> None:
     [
         (
             ["--set", "tl-t1", "--start", START, "--end", END],
-            1,
+            2,
             "say what to write: --output PNG and/or --csv FILE",
         ),
         (
@@ -339,11 +339,15 @@ def test_classify_history_is_classify_regimes(timeline_db: Timeline) -> None:
             2,
             "not a calendar date",
         ),
-        (["--set", "tl-t1", "--start", END, "--end", START, "--csv", "-"], 1, "is reversed"),
+        (
+            ["--set", "tl-t1", "--start", END, "--end", START, "--csv", "-"],
+            2,
+            f"--end {START} is before --start {END}",
+        ),
         (
             ["--set", "tl-t1", "--start", START, "--end", END, "--csv", "-", "--min-duration", "0"],
-            1,
-            "min_duration must be at least 1",
+            2,
+            "argument --min-duration: must be at least 1, got 0",
         ),
         (
             [

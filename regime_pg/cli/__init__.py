@@ -9,8 +9,11 @@
     regime-pg bench [--quick | --full] [--output F]
     regime-pg roles grant-reader ROLE | grant-writer ROLE | revoke ROLE [--writer-only] | audit
 
-Errors are one line on stderr and a non-zero exit: 2 for bad arguments, 1
-for everything else.  Progress goes to stderr; ``--quiet`` silences it.
+Errors are one line on stderr and a non-zero exit: 2 for a command line that
+is wrong on its own (argparse's checks, and ``UsageError``: values of the wrong
+form, reversed date ranges, flags that need or exclude each other), found
+before anything is read or written; 1 for everything else.  Progress goes to
+stderr; ``--quiet`` silences it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,14 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class UsageError(RegimePgError):
+    """The command line is wrong on its own (exit 2), found before anything is read or written.
+
+    Flags that go together or exclude each other, and values of the wrong form
+    (``--window``, labels, a reversed date range), which argparse cannot check.
+    """
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -48,6 +57,8 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning every expected failure into one line on stderr."""
     try:
         return handler(args)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_USAGE)
     except RegimePgError as exc:
         return fail(str(exc))
     except psycopg.Error as exc:
@@ -60,11 +71,11 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def fail(message: str) -> int:
-    """Print ``regime-pg: error: message`` on one line; return the failure status."""
+def fail(message: str, code: int = EXIT_FAILURE) -> int:
+    """Print ``regime-pg: error: message`` on one line; return ``code``."""
     one_line = " ".join(message.split())
     sys.stderr.write(f"regime-pg: error: {one_line}\n")
-    return EXIT_FAILURE
+    return code
 
 
 def _first_line(text: str) -> str:
@@ -77,6 +88,38 @@ def date_arg(text: str) -> dt.date:
         return parse_date(text, "date")
     except InvalidWindowError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type: a whole number, at least 1.
+
+    >>> positive_int_arg("5")
+    5
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def temperature_arg(text: str) -> float:
+    """argparse type: a temperature, a positive finite number (the server's rule).
+
+    >>> temperature_arg("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"temperature must be a positive finite number, got {text!r}"
+        )
+    return value
 
 
 def add_dsn_argument(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +148,7 @@ def add_temperature_arguments(parser: argparse.ArgumentParser) -> None:
     """``--temperature T`` or ``--fit-temperature``, for commands that save a set."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--temperature", type=float, help="softmax temperature to store (default: 1.0)"
+        "--temperature", type=temperature_arg, help="softmax temperature to store (default: 1.0)"
     )
     group.add_argument(
         "--fit-temperature",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from regime_pg.cli._common import (
     CommandParser,
+    UsageError,
     add_dsn_argument,
     add_temperature_arguments,
     date_arg,
@@ -59,7 +60,7 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
 
 
 def parse_window_arg(text: str) -> tuple[str, DateWindow]:
-    """``LABEL=YYYY-MM-DD:YYYY-MM-DD`` as (label, window).
+    """``LABEL=YYYY-MM-DD:YYYY-MM-DD`` as (label, window); ``UsageError`` otherwise.
 
     >>> parse_window_arg("RISK_OFF=2011-08-01:2011-10-31")[1].end_date
     datetime.date(2011, 10, 31)
@@ -67,40 +68,46 @@ def parse_window_arg(text: str) -> tuple[str, DateWindow]:
     label, sep, dates = text.partition("=")
     start, sep2, end = dates.partition(":")
     if not sep or not sep2:
-        raise InvalidInputError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
-    window = DateWindow(
-        parse_date(start, f"--window {label} start"), parse_date(end, f"--window {label} end")
-    )
-    return str(parse_label(label)), window
+        raise UsageError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
+    try:
+        window = DateWindow(
+            parse_date(start, f"--window {label} start"), parse_date(end, f"--window {label} end")
+        )
+        return str(parse_label(label)), window
+    except InvalidInputError as exc:  # a date, the label rule, a reversed window
+        raise UsageError(str(exc)) from exc
 
 
 def windows_from_args(args: argparse.Namespace) -> dict[str, DateWindow]:
-    """The labelled windows the flags ask for, validated like the calibration script."""
+    """The labelled windows the flags ask for, validated like the calibration script.
+
+    Every problem is a ``UsageError`` (exit 2): nothing here needs the database.
+    """
     windows = {RegimeLabel.NEUTRAL.value: _window("neutral", args.neutral_start, args.neutral_end)}
     if (args.crisis_start is None) != (args.crisis_end is None):
-        raise InvalidInputError("--crisis-start and --crisis-end go together: give both or neither")
+        raise UsageError("--crisis-start and --crisis-end go together: give both or neither")
     if args.crisis_start is not None:
         windows[RegimeLabel.CRISIS.value] = _window("crisis", args.crisis_start, args.crisis_end)
     for text in args.window:
         label, window = parse_window_arg(text)
         if label in windows:
-            raise InvalidInputError(f"label {label} is given twice")
+            raise UsageError(f"label {label} is given twice")
         windows[label] = window
     return windows
 
 
 def _window(name: str, start: dt.date, end: dt.date) -> DateWindow:
     if end < start:
-        raise InvalidInputError(f"--{name}-end {end} is before --{name}-start {start}")
+        raise UsageError(f"--{name}-end {end} is before --{name}-start {start}")
     return DateWindow(start, end)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute the document for the flags, store it with --save, print or write it."""
+    if args.save is None and (args.fit_temperature or args.temperature is not None):
+        raise UsageError("--temperature and --fit-temperature go with --save NAME")
     windows = windows_from_args(args)
     temperature = temperature_from_args(args)
-    if args.save is None and (args.fit_temperature or args.temperature is not None):
-        raise InvalidInputError("--temperature and --fit-temperature go with --save NAME")
     with connect(args.dsn) as conn:
         if args.save is None:
             document = prototypes_document(conn, args.region, windows)

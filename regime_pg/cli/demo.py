@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 from regime_pg import migrate
-from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg
+from regime_pg.cli._common import CommandParser, UsageError, add_dsn_argument, date_arg
 from regime_pg.connection import connect, resolve_dsn
-from regime_pg.errors import InvalidInputError
 
 log = logging.getLogger("regime_pg.cli")
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from regime_pg.demo.pipeline import DEMO_REGIONS, format_table, run_demo
 
     if args.start is not None and args.end is not None and args.end < args.start:
-        raise InvalidInputError(f"--end {args.end} is before --start {args.start}")
+        raise UsageError(f"--end {args.end} is before --start {args.start}")
     load_market(DEMO_REGIONS[0])  # fails early, before any change, when 'arch' is missing
     dsn = resolve_dsn(args.dsn)
     log.info("migrating")

@@ -10,9 +10,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from regime_pg.cli._common import CommandParser, add_dsn_argument, date_arg, emit
+from regime_pg.cli._common import (
+    CommandParser,
+    UsageError,
+    add_dsn_argument,
+    date_arg,
+    emit,
+    positive_int_arg,
+)
 from regime_pg.connection import connect
-from regime_pg.errors import InvalidInputError, RegimePgError
+from regime_pg.errors import RegimePgError
 from regime_pg.sets import get_set
 from regime_pg.timeline import classify_history, csv_text, plot_timeline, require_matplotlib
 
@@ -36,7 +43,7 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
     parser.add_argument("--csv", type=Path, help="CSV of the classified rows ('-' for stdout)")
     parser.add_argument(
         "--min-duration",
-        type=int,
+        type=positive_int_arg,
         default=1,
         metavar="N",
         help="absorb label runs shorter than N dates into their neighbours (default: 1)",
@@ -48,7 +55,9 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Classify the range, then write what was asked for."""
     if args.output is None and args.csv is None:
-        raise InvalidInputError("say what to write: --output PNG and/or --csv FILE")
+        raise UsageError("say what to write: --output PNG and/or --csv FILE")
+    if args.end < args.start:
+        raise UsageError(f"--end {args.end} is before --start {args.start}")
     if args.output is not None:
         require_matplotlib()  # before anything is written
     with connect(args.dsn) as conn:
