@@ -417,6 +417,32 @@ def test_import_errors_are_one_line(
     assert set_names(dsn) == ["v1"]
 
 
+def test_quiet_wherever_it_is_typed(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path
+) -> None:
+    assert cli(capsys, "compute", *FLAGS, "--save", "v1", "--dsn", dsn, "-q").code == 0
+    listing = cli(capsys, "sets", "list", "--dsn", dsn)
+    assert listing.code == 0 and listing.out.startswith("v1\t")
+    for argv in (
+        ["-q", "sets", "list", "--dsn", dsn],
+        ["sets", "-q", "list", "--dsn", dsn],
+        ["sets", "list", "-q", "--dsn", dsn],
+        ["sets", "list", "--dsn", dsn, "--quiet"],
+    ):
+        assert cli(capsys, *argv) == listing, argv
+    exported = tmp_path / "v1.json"
+    assert cli(capsys, "sets", "export", "v1", "-q", "--output", exported, "--dsn", dsn) == Result(
+        0, "", ""
+    )
+    assert cli(capsys, "sets", "export", "v1", "--dsn", dsn, "-q").out == exported.read_text()
+    assert cli(
+        capsys, "sets", "import", exported, "-q", "--name", "v2", "--dsn", dsn
+    ) == Result(0, "", "")
+    assert cli(capsys, "sets", "delete", "v2", "--dsn", dsn, "--quiet") == Result(0, "", "")
+    assert set_names(dsn) == ["v1"]
+    assert "--quiet" in cli(capsys, "sets", "list", "--help").out
+
+
 # --------------------------------------------------------------------------- delete, unknown
 
 

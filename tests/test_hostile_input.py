@@ -1022,7 +1022,6 @@ def test_cli_sets_hostile_names(
         pytest.skip("prototype sets are not installed")
     name, _ = SET_NAMES[case]
     document = tmp_path / "base.json"
-    # -q before the command: 'sets ACTION' does not take it after ACTION
     assert (
         cli("-q", "sets", "export", "base", "--output", str(document), "--dsn", database.dsn).code
         == 0

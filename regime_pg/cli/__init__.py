@@ -18,12 +18,16 @@ stderr; ``--quiet`` silences it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from regime_pg.cli import bench, compute, db, demo, migrate, roles, sets, timeline
-from regime_pg.cli._common import CommandParser, configure_progress, run_handler
+from regime_pg.cli._common import (
+    CommandParser,
+    add_quiet_everywhere,
+    configure_progress,
+    run_handler,
+)
 
 
 def build_parser() -> CommandParser:
@@ -36,15 +40,7 @@ def build_parser() -> CommandParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (compute, migrate, db, demo, sets, timeline, roles, bench):
         module.register(commands)
-    for subparser in commands.choices.values():
-        # also accepted after the subcommand; SUPPRESS keeps a --quiet given before it
-        subparser.add_argument(
-            "-q",
-            "--quiet",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="no progress messages on stderr",
-        )
+    add_quiet_everywhere(parser)
     return parser
 
 

@@ -43,6 +43,28 @@ class CommandParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def add_quiet_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` on every subcommand and action below ``parser``, at any depth.
+
+    So ``-q`` is accepted wherever it is typed among the options (``regime-pg
+    -q sets list``, ``sets -q list``, ``sets list -q``).  Its default is
+    SUPPRESS, so a parser further down never undoes a ``-q`` given earlier.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in action.choices.values():
+            if "--quiet" not in subparser._option_string_actions:
+                subparser.add_argument(
+                    "-q",
+                    "--quiet",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="no progress messages on stderr",
+                )
+            add_quiet_everywhere(subparser)
+
+
 def configure_progress(quiet: bool) -> None:
     """Progress messages (logging INFO) to stderr, unless quiet."""
     handler = logging.StreamHandler(sys.stderr)
