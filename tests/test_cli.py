@@ -11,6 +11,7 @@ tests check that nothing appeared there).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import subprocess
@@ -488,6 +489,13 @@ def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -
         2,
         "--end 2017-01-01 is before --start 2017-06-01",
     )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    version = importlib.metadata.version("regime-pg")
+    assert version.count(".") >= 2
+    assert cli(capsys, "--version") == Result(0, f"regime-pg {version}\n", "")
+    assert "--version" in cli(capsys, "--help").out
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

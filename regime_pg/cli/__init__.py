@@ -8,6 +8,7 @@
     regime-pg timeline --set NAME --start D --end D --output timeline.png [--csv F]
     regime-pg bench [--quick | --full] [--output F]
     regime-pg roles grant-reader ROLE | grant-writer ROLE | revoke ROLE [--writer-only] | audit
+    regime-pg --version
 
 Errors are one line on stderr and a non-zero exit: 2 for a command line that
 is wrong on its own (argparse's checks, and ``UsageError``: values of the wrong
@@ -26,6 +27,7 @@ from regime_pg.cli._common import (
     CommandParser,
     add_quiet_everywhere,
     configure_progress,
+    package_version,
     run_handler,
 )
 
@@ -37,6 +39,7 @@ def build_parser() -> CommandParser:
         description="Regime prototypes computed inside PostgreSQL (pgvector).",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (compute, migrate, db, demo, sets, timeline, roles, bench):
         module.register(commands)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import logging
 import math
 import sys
@@ -63,6 +64,14 @@ def add_quiet_everywhere(parser: argparse.ArgumentParser) -> None:
                     help="no progress messages on stderr",
                 )
             add_quiet_everywhere(subparser)
+
+
+def package_version() -> str:
+    """The installed regime-pg's version (its distribution metadata)."""
+    try:
+        return importlib.metadata.version("regime-pg")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
 
 
 def configure_progress(quiet: bool) -> None:
