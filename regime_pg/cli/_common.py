@@ -8,14 +8,20 @@ import importlib.metadata
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import psycopg
 
 from regime_pg.document import write_atomically
-from regime_pg.errors import InvalidWindowError, RegimePgError, translate
+from regime_pg.errors import (
+    InvalidWindowError,
+    PrototypeSetExistsError,
+    RegimePgError,
+    translate,
+)
 from regime_pg.prototypes import parse_date
 from regime_pg.sets import PrototypeSet
 
@@ -193,6 +199,23 @@ def temperature_from_args(args: argparse.Namespace) -> float | None:
     if args.fit_temperature:
         return None
     return 1.0 if args.temperature is None else float(args.temperature)
+
+
+@contextmanager
+def saving_new_set(name: str) -> Iterator[None]:
+    """Around saving the set ``name``: a taken name's hint names the CLI command.
+
+    The server's hint names the SQL function ``delete_regime_prototype_set``;
+    on the command line it is ``regime-pg sets delete NAME``.  (A taken name
+    follows the set name rule, letters, digits, ``._-``: safe to print as is.)
+    """
+    try:
+        yield
+    except PrototypeSetExistsError as exc:
+        raise PrototypeSetExistsError(
+            f"prototype set {name!r} already exists (hint: A saved set never changes: save the "
+            f"new version under a new name, or delete it first: regime-pg sets delete {name})"
+        ) from exc
 
 
 def report_saved(stored: PrototypeSet) -> None:

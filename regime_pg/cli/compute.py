@@ -18,6 +18,7 @@ from regime_pg.cli._common import (
     date_arg,
     emit,
     report_saved,
+    saving_new_set,
     temperature_from_args,
 )
 from regime_pg.client import prototypes_document
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         if args.save is None:
             document = prototypes_document(conn, args.region, windows)
         else:
-            stored = save_set(conn, args.save, args.region, windows, temperature)
+            with saving_new_set(args.save):
+                stored = save_set(conn, args.save, args.region, windows, temperature)
             report_saved(stored)
             document = stored.document
     emit(document.dumps(), args.output)
