@@ -221,6 +221,72 @@ def test_compute_save_of_an_existing_name(
         assert get_set(conn, "v1").temperature == 1.0
 
 
+@pytest.mark.parametrize(
+    "temperature", [[], ["--temperature", "2"], ["--fit-temperature"]], ids=["t1", "t2", "fit"]
+)
+def test_compute_save_with_an_unwritable_output_saves_nothing(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path, temperature: list[str]
+) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    missing = tmp_path / "no-such-dir" / "x.json"
+    for output, reason in ((missing, "No such file or directory"), (directory, "Is a directory")):
+        argv = ["compute", *FLAGS, "--save", "v1", *temperature, "--output", output]
+        result = cli(capsys, *argv, "--dsn", dsn)
+        assert result == Result(1, "", f"regime-pg: error: cannot write {output}: {reason}\n")
+        assert set_names(dsn) == []
+        assert [p.name for p in tmp_path.iterdir()] == ["a-directory"]
+        assert list(directory.iterdir()) == []
+    # the same command to a writable path: the set and the file, as before
+    output = tmp_path / "v1.json"
+    result = cli(
+        capsys, "compute", *FLAGS, "--save", "v1", *temperature, "--output", output, "--dsn", dsn
+    )
+    assert (result.code, result.out) == (0, "")
+    assert result.err.startswith("regime-pg: saved set v1")
+    assert result.err.endswith(f"\nregime-pg: wrote {output}\n")
+    with connect(dsn) as conn:
+        stored = get_set(conn, "v1")
+    assert output.read_text(encoding="utf-8") == stored.document.dumps()
+    assert (stored.info.fit is not None) == (temperature == ["--fit-temperature"])
+
+
+REFUSE_AT_COMMIT = """
+CREATE FUNCTION test_refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.name = 'doomed' THEN
+        RAISE EXCEPTION 'set % refused at commit', NEW.name;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER test_refuse_doomed AFTER INSERT ON regime_prototype_sets
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_doomed();
+"""
+
+
+def test_compute_save_whose_commit_fails_leaves_no_file(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(REFUSE_AT_COMMIT)  # a deferred check: it fails the commit, not the save
+    output = tmp_path / "doomed.json"
+    result = cli(capsys, "compute", *FLAGS, "--save", "doomed", "--output", output, "--dsn", dsn)
+    assert result == Result(1, "", "regime-pg: error: set doomed refused at commit\n")
+    assert list(tmp_path.iterdir()) == []
+    assert set_names(dsn) == []
+    # to stdout: printed before the commit failed (it cannot be taken back); exit 1 and the
+    # error line say the set was not saved
+    printed = cli(capsys, "compute", *FLAGS, "--save", "doomed", "--dsn", dsn)
+    assert printed.code == 1 and printed.err == "regime-pg: error: set doomed refused at commit\n"
+    with connect(dsn) as conn:
+        assert printed.out == prototypes_document(conn, "US", WINDOWS).dumps()
+    assert set_names(dsn) == []
+    # any other name commits
+    saved = cli(capsys, "compute", *FLAGS, "--save", "v1", "--output", output, "--dsn", dsn)
+    assert saved.code == 0 and set_names(dsn) == ["v1"] and output.exists()
+
+
 # --------------------------------------------------------------------------- sets list / show
 
 

@@ -168,17 +168,23 @@ def add_dsn_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def emit(text: str, output: Path | None) -> None:
-    """Write ``text`` to ``output`` atomically, or to stdout when no file is given."""
+    """Write ``text`` to ``output`` atomically, or to stdout when no file is given; say so."""
+    write_output(text, output)
+    if output is not None:
+        logging.getLogger("regime_pg.cli").info("wrote %s", output)
+
+
+def write_output(text: str, output: Path | None) -> None:
+    """Write ``text`` to ``output`` atomically (whole or not at all), or to stdout."""
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
-    else:
-        try:
-            write_atomically(output, text)
-        except OSError as exc:
-            # name the user's path, not the temporary file write_atomically used
-            raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
-        logging.getLogger("regime_pg.cli").info("wrote %s", output)
+        return
+    try:
+        write_atomically(output, text)
+    except OSError as exc:
+        # name the user's path, not the temporary file write_atomically used
+        raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 def add_temperature_arguments(parser: argparse.ArgumentParser) -> None:

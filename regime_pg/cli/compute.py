@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 
 from regime_pg.cli._common import (
@@ -20,12 +22,15 @@ from regime_pg.cli._common import (
     report_saved,
     saving_new_set,
     temperature_from_args,
+    write_output,
 )
 from regime_pg.client import prototypes_document
-from regime_pg.connection import connect
+from regime_pg.connection import Connection, connect
 from regime_pg.errors import InvalidInputError
 from regime_pg.prototypes import DateWindow, RegimeLabel, parse_date, parse_label
-from regime_pg.sets import save_set
+from regime_pg.sets import PrototypeSet, save_set
+
+log = logging.getLogger("regime_pg.cli")
 
 
 def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
@@ -55,7 +60,8 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
     parser.add_argument(
         "--save",
         metavar="NAME",
-        help="also store the prototypes as the immutable set NAME (one transaction)",
+        help="also store the prototypes as the immutable set NAME, committed once the "
+        "document is written",
     )
     parser.set_defaults(handler=run)
 
@@ -110,12 +116,40 @@ def run(args: argparse.Namespace) -> int:
     windows = windows_from_args(args)
     temperature = temperature_from_args(args)
     with connect(args.dsn) as conn:
-        if args.save is None:
-            document = prototypes_document(conn, args.region, windows)
-        else:
-            with saving_new_set(args.save):
-                stored = save_set(conn, args.save, args.region, windows, temperature)
-            report_saved(stored)
-            document = stored.document
+        if args.save is not None:
+            report_saved(save_and_write(conn, args, windows, temperature))
+            if args.output is not None:
+                log.info("wrote %s", args.output)
+            return 0
+        document = prototypes_document(conn, args.region, windows)
     emit(document.dumps(), args.output)
     return 0
+
+
+def save_and_write(
+    conn: Connection,
+    args: argparse.Namespace,
+    windows: dict[str, DateWindow],
+    temperature: float | None,
+) -> PrototypeSet:
+    """Save the set ``--save`` names and write its document: both, or neither.
+
+    The set (with its fitted temperature, for ``--fit-temperature``) is saved
+    in a transaction that commits only once the document is written in full,
+    to ``--output`` (atomically) or to stdout: a failed write rolls the set
+    back.  When the commit itself fails, the file just written is removed
+    (a file it replaced is not brought back; stdout cannot be taken back).
+    """
+    written: Path | None = None
+    try:
+        with conn.transaction():
+            with saving_new_set(args.save):
+                stored = save_set(conn, args.save, args.region, windows, temperature)
+            write_output(stored.document.dumps(), args.output)
+            written = args.output
+    except BaseException:
+        if written is not None:
+            with contextlib.suppress(OSError):
+                written.unlink()
+        raise
+    return stored
