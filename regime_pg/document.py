@@ -153,14 +153,15 @@ def save_document(document: PrototypeDocument, path: str | os.PathLike[str]) -> 
     write_atomically(Path(path), document.dumps())
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file in the same directory."""
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) or bytes, via a temporary file in its directory."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, _file_mode(path))  # mkstemp's 0600 would hide the file from others
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import importlib.metadata
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -180,11 +182,36 @@ def write_output(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    write_file(output, text)
+
+
+def write_file(output: Path, data: str | bytes) -> None:
+    """Replace ``output`` with ``data`` atomically; an error names the user's path."""
     try:
-        write_atomically(output, text)
+        write_atomically(output, data)
     except OSError as exc:
         # name the user's path, not the temporary file write_atomically used
         raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def check_writable(output: Path) -> None:
+    """Fail now, as writing ``output`` would later: before anything else is written.
+
+    Its directory must exist and be writable, and ``output`` must not be a
+    directory.  (A check, not a promise: the write itself still reports.)
+    """
+    directory = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        problem = errno.EISDIR
+    elif not directory.exists():
+        problem = errno.ENOENT
+    elif not directory.is_dir():
+        problem = errno.ENOTDIR
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        problem = errno.EACCES
+    else:
+        return
+    raise RegimePgError(f"cannot write {output}: {os.strerror(problem)}")
 
 
 def add_temperature_arguments(parser: argparse.ArgumentParser) -> None:
