@@ -483,6 +483,8 @@ def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -
         2,
         "argument --start: date is not a calendar date: 2008-13-01",
     )
+    # db's actions other than psql take no arguments
+    assert_one_error(cli(capsys, "db", "status", "extra"), 2, "unrecognized arguments: extra")
     # checked before the demo connects or needs 'arch'
     assert_one_error(
         cli(capsys, "demo", "--start", "2017-06-01", "--end", "2017-01-01"),
@@ -878,5 +880,43 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
             ).encode()
         )
         assert proc.stderr == b""
+    finally:
+        embedded.stop(data_dir)
+
+
+def test_db_psql_hands_every_argument_to_psql(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "pg"
+
+    def psql(*argv: str, db_options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CONSOLE_SCRIPT, "db", "--data-dir", data_dir, *db_options, "psql", *argv],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )
+
+    try:
+        assert cli(capsys, "db", "start", "--data-dir", data_dir, "-q").code == 0
+        done = psql("-X", "-A", "-t", "-c", "SELECT current_database(), 1 + 1")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"regime_pg|2\n", b"")
+        (tmp_path / "q1.sql").write_text("SELECT 'from a file';\n")
+        done = psql("-XAt", "-f", "q1.sql")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"from a file\n", b"")
+        # the former form, after "--", still works; --major and --data-dir go before psql
+        done = psql("--", "-XAtc", "SELECT 3", db_options=("--major", "18"))
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"3\n", b"")
+        # psql reads a bare word as a database name, on the embedded server
+        done = psql("-XAt", "postgres", "-c", "SELECT current_database()")
+        assert (done.returncode, done.stdout) == (0, b"postgres\n")
+        done = psql("q1.sql")  # not silently nothing: psql says what it tried
+        assert (done.returncode, done.stdout) == (2, b"")
+        assert b'database "q1.sql" does not exist' in done.stderr
+        # psql's own exit status comes back
+        done = psql("-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1/0")
+        assert done.returncode == 1 and b"division by zero" in done.stderr
     finally:
         embedded.stop(data_dir)
