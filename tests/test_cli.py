@@ -30,7 +30,7 @@ from regime_pg.connection import connect
 from regime_pg.document import PrototypeDocument
 from regime_pg.migrate import current_revision, head_revision
 from regime_pg.prototypes import DateWindow, RegimeLabel
-from tests.cli_support import Result, cli
+from tests.cli_support import Result, cli, run_with_closed_stdout
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -920,3 +920,16 @@ def test_db_psql_hands_every_argument_to_psql(
         assert done.returncode == 1 and b"division by zero" in done.stderr
     finally:
         embedded.stop(data_dir)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_exits_141_quietly(tmp_path: Path, buffered: bool) -> None:
+    # db status of a server that is not running: three lines to stdout, status 3 otherwise
+    data_dir = tmp_path / "pg"
+    status = run_with_closed_stdout("db", "status", "--data-dir", data_dir, buffered=buffered)
+    assert (status.returncode, status.stderr) == (141, b"")
+    assert not (tmp_path / "pg").exists()
+    if buffered:  # unbuffered, argparse ignores the failed write itself and exits 0
+        for argv in (["--help"], ["--version"], ["sets", "list", "--help"]):
+            done = run_with_closed_stdout(*argv)
+            assert (done.returncode, done.stderr) == (141, b""), argv

@@ -21,7 +21,13 @@ from regime_pg.client import prototypes_document
 from regime_pg.connection import connect
 from regime_pg.prototypes import DateWindow
 from regime_pg.sets import fit_set_temperature, get_set, list_sets, save_set
-from tests.cli_support import Result, assert_one_error, cli, isolated_cli  # noqa: F401
+from tests.cli_support import (  # noqa: F401
+    Result,
+    assert_one_error,
+    cli,
+    isolated_cli,
+    run_with_closed_stdout,
+)
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -562,3 +568,17 @@ def test_sets_usage_errors_exit_2(
     capsys: pytest.CaptureFixture[str], dsn: str, argv: list[str]
 ) -> None:
     assert_one_error(cli(capsys, *argv, "--dsn", dsn), 2, "")
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_exits_141_quietly(dsn: str, buffered: bool) -> None:
+    with connect(dsn) as conn:
+        for name in ("v1", "v2"):
+            save_set(conn, name, "US", WINDOWS)
+    for argv in (["sets", "list"], ["sets", "export", "v1"], ["sets", "show", "v1"]):
+        done = run_with_closed_stdout(*argv, "--dsn", dsn, buffered=buffered)
+        assert (done.returncode, done.stderr) == (141, b""), argv
+    # compute --save writes the document before it commits: with nobody to read it, no set
+    done = run_with_closed_stdout("compute", *FLAGS, "--save", "v3", "--dsn", dsn, "-q")
+    assert (done.returncode, done.stderr) == (141, b"")
+    assert set_names(dsn) == ["v1", "v2"]

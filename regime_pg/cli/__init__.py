@@ -14,7 +14,8 @@ Errors are one line on stderr and a non-zero exit: 2 for a command line that
 is wrong on its own (argparse's checks, and ``UsageError``: values of the wrong
 form, reversed date ranges, flags that need or exclude each other), found
 before anything is read or written; 1 for everything else.  Progress goes to
-stderr; ``--quiet`` silences it.
+stderr; ``--quiet`` silences it.  A closed stdout (``| head -1``) ends the
+command quietly with 141, the status of a tool that SIGPIPE ended.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from regime_pg.cli import bench, compute, db, demo, migrate, roles, sets, timeli
 from regime_pg.cli._common import (
     CommandParser,
     add_quiet_everywhere,
+    closed_stdout_exits_quietly,
     configure_progress,
     package_version,
     run_handler,
@@ -52,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     head, dest, passed_on = split_passthrough(parser, list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(head)
+    with closed_stdout_exits_quietly():  # --help, --version
+        args = parser.parse_args(head)
     if dest is not None:
         setattr(args, dest, passed_on)
     configure_progress(quiet=args.quiet)

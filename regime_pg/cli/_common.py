@@ -32,6 +32,8 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE: what a shell reports for a tool that SIGPIPE ended (``yes | head -1``).
+EXIT_STDOUT_CLOSED = 141
 
 
 class UsageError(RegimePgError):
@@ -95,7 +97,11 @@ def configure_progress(quiet: bool) -> None:
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand, turning every expected failure into one line on stderr."""
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # now, not at exit: a closed stdout is handled below
+        return code
+    except BrokenPipeError:
+        return stdout_closed()
     except UsageError as exc:
         return fail(str(exc), EXIT_USAGE)
     except RegimePgError as exc:
@@ -108,6 +114,41 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         fail("interrupted")
         return EXIT_INTERRUPTED
+
+
+def stdout_closed() -> int:
+    """The reader of stdout went away (``regime-pg sets list | head -1``): exit quietly.
+
+    Python's idiom (the signal module's "Note on SIGPIPE"): point stdout at
+    /dev/null, so the flush at exit cannot fail again, and print nothing.  The
+    status is 141, the shell's for a tool that SIGPIPE ended, so that ``set -o
+    pipefail`` treats regime-pg like ``yes`` or ``seq``.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (captured in tests)
+        pass
+    return EXIT_STDOUT_CLOSED
+
+
+@contextmanager
+def closed_stdout_exits_quietly() -> Iterator[None]:
+    """Around argument parsing: ``--help | head -1`` exits 141, without a traceback.
+
+    argparse prints help and exits (SystemExit); stdout is flushed here, before
+    leaving, so that a closed pipe is seen here rather than at interpreter exit.
+    """
+    try:
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise SystemExit(stdout_closed()) from None
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> int:

@@ -114,14 +114,20 @@ def _shown(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``regime-pg roles ...`` on its own: ``python -m regime_pg.cli.roles grant-reader R``."""
-    from regime_pg.cli._common import add_quiet_everywhere, configure_progress, run_handler
+    from regime_pg.cli._common import (
+        add_quiet_everywhere,
+        closed_stdout_exits_quietly,
+        configure_progress,
+        run_handler,
+    )
 
     parser = CommandParser(prog="regime-pg")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register(commands)
     add_quiet_everywhere(parser)
-    args = parser.parse_args(["roles", *(sys.argv[1:] if argv is None else argv)])
+    with closed_stdout_exits_quietly():
+        args = parser.parse_args(["roles", *(sys.argv[1:] if argv is None else argv)])
     configure_progress(quiet=args.quiet)
     return run_handler(args.handler, args)
 
