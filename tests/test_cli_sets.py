@@ -162,6 +162,20 @@ def test_temperature_flags_need_save(
     assert set_names(dsn) == []
 
 
+def test_fit_temperature_with_one_window_exit_2(
+    capsys: pytest.CaptureFixture[str], dsn: str
+) -> None:
+    neutral = FLAGS[:6]
+    result = cli(capsys, "compute", *neutral, "--save", "x", "--fit-temperature", "--dsn", dsn)
+    assert result == Result(
+        2,
+        "",
+        "regime-pg: error: --fit-temperature needs two labelled windows or more: with one "
+        "prototype every confidence is 1, whatever the temperature\n",
+    )
+    assert set_names(dsn) == []
+
+
 def test_temperature_and_fit_temperature_together_exit_2(
     capsys: pytest.CaptureFixture[str], dsn: str
 ) -> None:

@@ -114,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
     if args.save is None and (args.fit_temperature or args.temperature is not None):
         raise UsageError("--temperature and --fit-temperature go with --save NAME")
     windows = windows_from_args(args)
+    if args.fit_temperature and len(windows) < 2:
+        raise UsageError(
+            "--fit-temperature needs two labelled windows or more: with one prototype every "
+            "confidence is 1, whatever the temperature"
+        )
     temperature = temperature_from_args(args)
     with connect(args.dsn) as conn:
         if args.save is not None:
