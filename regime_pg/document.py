@@ -157,8 +157,8 @@ def save_document(document: PrototypeDocument, path: str | os.PathLike[str]) -> 
     write_atomically(Path(path), document.dumps())
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace the file at ``path`` with ``text`` via a temporary file beside it.
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Replace the file at ``path`` with ``text`` (UTF-8) or bytes, via a temporary file.
 
     A symbolic link (or chain of links) is written through: the file it
     resolves to is replaced, by a temporary file in that file's directory, and
@@ -167,14 +167,15 @@ def write_atomically(path: Path, text: str) -> None:
 
     >>> write_atomically(Path("current.json"), doc.dumps())  # doctest: +SKIP
     """
+    data = text.encode("utf-8") if isinstance(text, str) else text
     target = Path(os.path.realpath(path))
     if target.is_symlink():  # realpath stops where links loop
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would hide the file from others
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)

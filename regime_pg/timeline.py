@@ -1,8 +1,9 @@
-"""Regimes over time: classify a date range with a stored set, write CSV, draw a PNG.
+"""Regimes over time: classify a date range with a stored set, write CSV, draw a plot.
 
 The rows come from ``classify_regimes`` in SQL (one per date with a usable
-stored embedding); the PNG shows the distance to each prototype over time,
-the label as a coloured band, and the set's calibration windows.
+stored embedding); the plot (PNG, SVG or PDF, from the file's suffix) shows
+the distance to each prototype over time, the label as a coloured band, and
+the set's calibration windows.
 
 >>> from regime_pg.timeline import TimelineRow, csv_text
 >>> row = TimelineRow(datetime.date(2020, 3, 16), "CRISIS", "CRISIS", 0.97,
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from regime_pg.connection import Connection, translated_errors
-from regime_pg.errors import RegimePgError
+from regime_pg.document import write_atomically
+from regime_pg.errors import InvalidInputError, RegimePgError
 from regime_pg.installation import qualified
 from regime_pg.prototypes import DateLike, DateWindow, as_date
 
@@ -34,6 +36,9 @@ LABEL_COLOURS = {
     "CARRY": "#2ca02c",
     "NEUTRAL": "#1f77b4",
 }
+
+#: The plot formats, by file suffix (matplotlib draws others too; these are the useful ones).
+PLOT_FORMATS = ("png", "svg", "pdf")
 
 
 @dataclass(frozen=True)
@@ -123,13 +128,38 @@ def require_matplotlib() -> None:
     matplotlib.use("Agg")
 
 
+def plot_format(path: Path) -> str:
+    """The format to draw ``path`` in, from its suffix: one of ``PLOT_FORMATS``.
+
+    >>> plot_format(Path("timeline.SVG"))
+    'svg'
+    """
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise InvalidInputError(
+            f"the plot's format comes from its suffix, .png, .svg or .pdf: got {str(path)!r}"
+        )
+    return suffix
+
+
 def plot_timeline(
     rows: Sequence[TimelineRow],
     windows: Mapping[str, DateWindow],
     path: Path,
     title: str,
 ) -> None:
-    """Draw the timeline PNG: distances over time, label band, calibration windows."""
+    """Draw the timeline into ``path``, whole or not at all; its suffix picks the format."""
+    image = render_timeline(rows, windows, title, plot_format(path))
+    write_atomically(path, image)
+
+
+def render_timeline(
+    rows: Sequence[TimelineRow],
+    windows: Mapping[str, DateWindow],
+    title: str,
+    image_format: str = "png",
+) -> bytes:
+    """The timeline drawn in ``image_format``: distances over time, label band, windows."""
     if not rows:
         raise RegimePgError("nothing to plot: no classified dates in the range")
     require_matplotlib()
@@ -182,5 +212,9 @@ def plot_timeline(
         fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format=image_format, dpi=110)
+    finally:
+        plt.close(fig)
+    return image.getvalue()

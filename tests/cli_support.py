@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,34 @@ def assert_one_error(result: Result, code: int, fragment: str) -> None:
     assert result.err.startswith("regime-pg: error: "), repr(result.err)
     assert result.err.endswith("\n") and result.err.count("\n") == 1, repr(result.err)
     assert fragment in result.err, repr(result.err)
+
+
+def run_with_closed_stdout(
+    *argv: str | Path, buffered: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m regime_pg argv`` writing into a pipe nobody reads (``... | head -1``).
+
+    The pipe's read end is closed before the command starts, so every write to
+    stdout fails (EPIPE): deterministic, unlike a real ``head``.  ``buffered``
+    False runs it as PYTHONUNBUFFERED=1 does.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "regime_pg", *(str(a) for a in argv)],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            check=False,
+            timeout=300,  # a hang guard only
+        )
+    finally:
+        os.close(write_end)
 
 
 @pytest.fixture(autouse=True)

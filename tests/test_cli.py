@@ -11,6 +11,7 @@ tests check that nothing appeared there).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import subprocess
@@ -29,7 +30,7 @@ from regime_pg.connection import connect
 from regime_pg.document import PrototypeDocument
 from regime_pg.migrate import current_revision, head_revision
 from regime_pg.prototypes import DateWindow, RegimeLabel
-from tests.cli_support import Result, cli
+from tests.cli_support import Result, cli, run_with_closed_stdout
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -317,6 +318,11 @@ def test_dsn_from_environment(
 
 
 BAD_DATE = "date must be a date as YYYY-MM-DD, got"
+LABEL_RULE = (
+    "does not follow the label rule: 1 to 32 upper-case letters, digits or underscores, "
+    "starting with a letter (e.g. NEUTRAL, RISK_OFF)"
+)
+WINDOW_FORM = "--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got"
 
 USAGE_ERRORS = {
     "slashes": (
@@ -367,67 +373,7 @@ USAGE_ERRORS = {
         [*NEUTRAL_ONLY, "--neutral-middle", "2018-06-01"],
         "unrecognized arguments: --neutral-middle 2018-06-01",
     ),
-}
-
-
-@pytest.mark.parametrize("case", list(USAGE_ERRORS), ids=list(USAGE_ERRORS))
-def test_compute_usage_errors_exit_2(
-    capsys: pytest.CaptureFixture[str], engine_db: EngineData, tmp_path: Path, case: str
-) -> None:
-    flags, message = USAGE_ERRORS[case]
-    output = tmp_path / "out.json"
-    result = cli(capsys, "compute", *flags, "--output", output, "--dsn", engine_db.dsn)
-    assert_one_error(result, 2, message)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert_one_error(cli(capsys), 2, "the following arguments are required: COMMAND")
-    # the choices are listed; other subcommands and actions may join them later
-    line = assert_one_error(cli(capsys, "calibrate"), 2)
-    assert line.startswith(
-        "regime-pg: error: argument COMMAND: invalid choice: 'calibrate' (choose from 'compute', "
-    )
-    assert all(f"'{name}'" in line for name in ("compute", "migrate", "db", "demo"))
-    line = assert_one_error(cli(capsys, "db", "restart"), 2)
-    assert line.startswith("regime-pg: error: argument action: invalid choice: 'restart' ")
-    assert all(f"'{name}'" in line for name in ("start", "stop", "status", "url"))
-    assert_one_error(
-        cli(capsys, "db", "start", "--major", "17"),
-        2,
-        "argument --major: invalid choice: 17 (choose from 16, 18)",
-    )
-    assert_one_error(
-        cli(capsys, "demo", "--start", "2008-13-01"),
-        2,
-        "argument --start: date is not a calendar date: 2008-13-01",
-    )
-
-
-def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    result = cli(capsys, "compute", "--help")
-    assert result.code == 0 and result.err == ""
-    for flag in (
-        "--region",
-        "--neutral-start",
-        "--neutral-end",
-        "--crisis-start",
-        "--crisis-end",
-        "--window",
-        "--output",
-        "--dsn",
-        "--quiet",
-    ):
-        assert flag in result.out
-
-
-LABEL_RULE = (
-    "does not follow the label rule: 1 to 32 upper-case letters, digits or underscores, "
-    "starting with a letter (e.g. NEUTRAL, RISK_OFF)"
-)
-WINDOW_FORM = "--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got"
-
-SEMANTIC_ERRORS = {
+    # checked by regime-pg before it connects: argument errors too
     "neutral-reversed": (
         ["--region", "US", "--neutral-start", "2018-12-31", "--neutral-end", "2018-01-01"],
         "--neutral-end 2018-01-01 is before --neutral-start 2018-12-31",
@@ -502,6 +448,76 @@ SEMANTIC_ERRORS = {
         [*NEUTRAL_ONLY, "--window", "RISK_OFF=2019-02-28:2019-01-01"],
         "window is reversed: end_date 2019-01-01 is before start_date 2019-02-28",
     ),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS), ids=list(USAGE_ERRORS))
+def test_compute_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], engine_db: EngineData, tmp_path: Path, case: str
+) -> None:
+    flags, message = USAGE_ERRORS[case]
+    output = tmp_path / "out.json"
+    result = cli(capsys, "compute", *flags, "--output", output, "--dsn", engine_db.dsn)
+    assert_one_error(result, 2, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_level_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_error(cli(capsys), 2, "the following arguments are required: COMMAND")
+    # the choices are listed; other subcommands and actions may join them later
+    line = assert_one_error(cli(capsys, "calibrate"), 2)
+    assert line.startswith(
+        "regime-pg: error: argument COMMAND: invalid choice: 'calibrate' (choose from 'compute', "
+    )
+    assert all(f"'{name}'" in line for name in ("compute", "migrate", "db", "demo"))
+    line = assert_one_error(cli(capsys, "db", "restart"), 2)
+    assert line.startswith("regime-pg: error: argument action: invalid choice: 'restart' ")
+    assert all(f"'{name}'" in line for name in ("start", "stop", "status", "url"))
+    assert_one_error(
+        cli(capsys, "db", "start", "--major", "17"),
+        2,
+        "argument --major: invalid choice: 17 (choose from 16, 18)",
+    )
+    assert_one_error(
+        cli(capsys, "demo", "--start", "2008-13-01"),
+        2,
+        "argument --start: date is not a calendar date: 2008-13-01",
+    )
+    # db's actions other than psql take no arguments
+    assert_one_error(cli(capsys, "db", "status", "extra"), 2, "unrecognized arguments: extra")
+    # checked before the demo connects or needs 'arch'
+    assert_one_error(
+        cli(capsys, "demo", "--start", "2017-06-01", "--end", "2017-01-01"),
+        2,
+        "--end 2017-01-01 is before --start 2017-06-01",
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    version = importlib.metadata.version("regime-pg")
+    assert version.count(".") >= 2
+    assert cli(capsys, "--version") == Result(0, f"regime-pg {version}\n", "")
+    assert "--version" in cli(capsys, "--help").out
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    result = cli(capsys, "compute", "--help")
+    assert result.code == 0 and result.err == ""
+    for flag in (
+        "--region",
+        "--neutral-start",
+        "--neutral-end",
+        "--crisis-start",
+        "--crisis-end",
+        "--window",
+        "--output",
+        "--dsn",
+        "--quiet",
+    ):
+        assert flag in result.out
+
+
+SEMANTIC_ERRORS = {
     "unknown-region": (
         ["--region", "XX", "--neutral-start", "2018-01-01", "--neutral-end", "2018-12-31"],
         "unknown region 'XX': no rows in regimes "
@@ -581,7 +597,7 @@ def test_failed_command_leaves_existing_output_untouched(
         # empty window: fails in the database, after connecting
         (1, ["--region", "US", "--neutral-start", "2016-01-01", "--neutral-end", "2016-12-31"]),
         (1, ["--region", "XX", "--neutral-start", "2018-01-01", "--neutral-end", "2018-12-31"]),
-        (1, [*NEUTRAL_ONLY, "--crisis-start", "2020-03-01"]),
+        (2, [*NEUTRAL_ONLY, "--crisis-start", "2020-03-01"]),
         (2, ["--region", "US", "--neutral-start", "2018/01/01", "--neutral-end", "2018-12-31"]),
     ]
     for code, flags in failures:
@@ -866,3 +882,54 @@ def test_db_start_status_url_stop(capsys: pytest.CaptureFixture[str], tmp_path: 
         assert proc.stderr == b""
     finally:
         embedded.stop(data_dir)
+
+
+def test_db_psql_hands_every_argument_to_psql(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "pg"
+
+    def psql(*argv: str, db_options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CONSOLE_SCRIPT, "db", "--data-dir", data_dir, *db_options, "psql", *argv],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )
+
+    try:
+        assert cli(capsys, "db", "start", "--data-dir", data_dir, "-q").code == 0
+        done = psql("-X", "-A", "-t", "-c", "SELECT current_database(), 1 + 1")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"regime_pg|2\n", b"")
+        (tmp_path / "q1.sql").write_text("SELECT 'from a file';\n")
+        done = psql("-XAt", "-f", "q1.sql")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"from a file\n", b"")
+        # the former form, after "--", still works; --major and --data-dir go before psql
+        done = psql("--", "-XAtc", "SELECT 3", db_options=("--major", "18"))
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"3\n", b"")
+        # psql reads a bare word as a database name, on the embedded server
+        done = psql("-XAt", "postgres", "-c", "SELECT current_database()")
+        assert (done.returncode, done.stdout) == (0, b"postgres\n")
+        done = psql("q1.sql")  # not silently nothing: psql says what it tried
+        assert (done.returncode, done.stdout) == (2, b"")
+        assert b'database "q1.sql" does not exist' in done.stderr
+        # psql's own exit status comes back
+        done = psql("-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 1/0")
+        assert done.returncode == 1 and b"division by zero" in done.stderr
+    finally:
+        embedded.stop(data_dir)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_exits_141_quietly(tmp_path: Path, buffered: bool) -> None:
+    # db status of a server that is not running: three lines to stdout, status 3 otherwise
+    data_dir = tmp_path / "pg"
+    status = run_with_closed_stdout("db", "status", "--data-dir", data_dir, buffered=buffered)
+    assert (status.returncode, status.stderr) == (141, b"")
+    assert not (tmp_path / "pg").exists()
+    if buffered:  # unbuffered, argparse ignores the failed write itself and exits 0
+        for argv in (["--help"], ["--version"], ["sets", "list", "--help"]):
+            done = run_with_closed_stdout(*argv)
+            assert (done.returncode, done.stderr) == (141, b""), argv

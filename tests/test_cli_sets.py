@@ -21,7 +21,13 @@ from regime_pg.client import prototypes_document
 from regime_pg.connection import connect
 from regime_pg.prototypes import DateWindow
 from regime_pg.sets import fit_set_temperature, get_set, list_sets, save_set
-from tests.cli_support import Result, assert_one_error, cli, isolated_cli  # noqa: F401
+from tests.cli_support import (  # noqa: F401
+    Result,
+    assert_one_error,
+    cli,
+    isolated_cli,
+    run_with_closed_stdout,
+)
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
 
@@ -65,6 +71,13 @@ def dsn(pg_server: Server, data_template: str) -> Iterator[str]:
     name = create_database(pg_server, template=data_template)
     yield database_dsn(pg_server.admin_dsn, name)
     drop_database(pg_server, name)
+
+
+#: The CLI's hint names the CLI command, not the SQL function the server's hint names.
+V1_EXISTS = (
+    "prototype set 'v1' already exists (hint: A saved set never changes: save the new "
+    "version under a new name, or delete it first: regime-pg sets delete v1)"
+)
 
 
 def set_names(dsn: str) -> list[str]:
@@ -143,7 +156,23 @@ def test_temperature_flags_need_save(
     capsys: pytest.CaptureFixture[str], dsn: str, flags: list[str]
 ) -> None:
     result = cli(capsys, "compute", *FLAGS, *flags, "--dsn", dsn)
-    assert_one_error(result, 1, "--temperature and --fit-temperature go with --save NAME")
+    assert result == Result(
+        2, "", "regime-pg: error: --temperature and --fit-temperature go with --save NAME\n"
+    )
+    assert set_names(dsn) == []
+
+
+def test_fit_temperature_with_one_window_exit_2(
+    capsys: pytest.CaptureFixture[str], dsn: str
+) -> None:
+    neutral = FLAGS[:6]
+    result = cli(capsys, "compute", *neutral, "--save", "x", "--fit-temperature", "--dsn", dsn)
+    assert result == Result(
+        2,
+        "",
+        "regime-pg: error: --fit-temperature needs two labelled windows or more: with one "
+        "prototype every confidence is 1, whatever the temperature\n",
+    )
     assert set_names(dsn) == []
 
 
@@ -170,8 +199,13 @@ def test_temperature_and_fit_temperature_together_exit_2(
     ("extra", "code", "fragment"),
     [
         (["--save", "bad name"], 1, "does not follow the set name rule"),
-        (["--save", "x", "--temperature", "0"], 1, "temperature must be a positive finite"),
-        (["--save", "x", "--temperature", "nan"], 1, "temperature must be a positive finite"),
+        (
+            ["--save", "x", "--temperature", "0"],
+            2,
+            "argument --temperature: temperature must be a positive finite number, got '0'",
+        ),
+        (["--save", "x", "--temperature", "nan"], 2, "positive finite number, got 'nan'"),
+        (["--save", "x", "--temperature", "inf"], 2, "positive finite number, got 'inf'"),
         (["--save", "x", "--temperature", "warm"], 2, "invalid float value"),
         (["--save", "x", "--window", "ONLY=2030-01-01:2030-01-31"], 1, "no usable embedding"),
     ],
@@ -201,10 +235,76 @@ def test_compute_save_of_an_existing_name(
         "--dsn",
         dsn,
     )
-    assert_one_error(result, 1, "prototype set 'v1' already exists")
+    assert result == Result(1, "", f"regime-pg: error: {V1_EXISTS}\n")
     assert not output.exists()
     with connect(dsn) as conn:
         assert get_set(conn, "v1").temperature == 1.0
+
+
+@pytest.mark.parametrize(
+    "temperature", [[], ["--temperature", "2"], ["--fit-temperature"]], ids=["t1", "t2", "fit"]
+)
+def test_compute_save_with_an_unwritable_output_saves_nothing(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path, temperature: list[str]
+) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    missing = tmp_path / "no-such-dir" / "x.json"
+    for output, reason in ((missing, "No such file or directory"), (directory, "Is a directory")):
+        argv = ["compute", *FLAGS, "--save", "v1", *temperature, "--output", output]
+        result = cli(capsys, *argv, "--dsn", dsn)
+        assert result == Result(1, "", f"regime-pg: error: cannot write {output}: {reason}\n")
+        assert set_names(dsn) == []
+        assert [p.name for p in tmp_path.iterdir()] == ["a-directory"]
+        assert list(directory.iterdir()) == []
+    # the same command to a writable path: the set and the file, as before
+    output = tmp_path / "v1.json"
+    result = cli(
+        capsys, "compute", *FLAGS, "--save", "v1", *temperature, "--output", output, "--dsn", dsn
+    )
+    assert (result.code, result.out) == (0, "")
+    assert result.err.startswith("regime-pg: saved set v1")
+    assert result.err.endswith(f"\nregime-pg: wrote {output}\n")
+    with connect(dsn) as conn:
+        stored = get_set(conn, "v1")
+    assert output.read_text(encoding="utf-8") == stored.document.dumps()
+    assert (stored.info.fit is not None) == (temperature == ["--fit-temperature"])
+
+
+REFUSE_AT_COMMIT = """
+CREATE FUNCTION test_refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.name = 'doomed' THEN
+        RAISE EXCEPTION 'set % refused at commit', NEW.name;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER test_refuse_doomed AFTER INSERT ON regime_prototype_sets
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_doomed();
+"""
+
+
+def test_compute_save_whose_commit_fails_leaves_no_file(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(REFUSE_AT_COMMIT)  # a deferred check: it fails the commit, not the save
+    output = tmp_path / "doomed.json"
+    result = cli(capsys, "compute", *FLAGS, "--save", "doomed", "--output", output, "--dsn", dsn)
+    assert result == Result(1, "", "regime-pg: error: set doomed refused at commit\n")
+    assert list(tmp_path.iterdir()) == []
+    assert set_names(dsn) == []
+    # to stdout: printed before the commit failed (it cannot be taken back); exit 1 and the
+    # error line say the set was not saved
+    printed = cli(capsys, "compute", *FLAGS, "--save", "doomed", "--dsn", dsn)
+    assert printed.code == 1 and printed.err == "regime-pg: error: set doomed refused at commit\n"
+    with connect(dsn) as conn:
+        assert printed.out == prototypes_document(conn, "US", WINDOWS).dumps()
+    assert set_names(dsn) == []
+    # any other name commits
+    saved = cli(capsys, "compute", *FLAGS, "--save", "v1", "--output", output, "--dsn", dsn)
+    assert saved.code == 0 and set_names(dsn) == ["v1"] and output.exists()
 
 
 # --------------------------------------------------------------------------- sets list / show
@@ -379,10 +479,8 @@ def test_import_errors_are_one_line(
     assert (
         cli(capsys, "compute", *FLAGS, "--save", "v1", "--output", source, "--dsn", dsn).code == 0
     )
-    assert_one_error(
-        cli(capsys, "sets", "import", source, "--name", "v1", "--dsn", dsn),
-        1,
-        "prototype set 'v1' already exists",
+    assert cli(capsys, "sets", "import", source, "--name", "v1", "--dsn", dsn) == Result(
+        1, "", f"regime-pg: error: {V1_EXISTS}\n"
     )
     assert_one_error(
         cli(capsys, "sets", "import", tmp_path / "missing.json", "--name", "v2", "--dsn", dsn),
@@ -404,10 +502,36 @@ def test_import_errors_are_one_line(
     )
     assert_one_error(
         cli(capsys, "sets", "import", source, "--name", "v3", "--temperature", "-1", "--dsn", dsn),
-        1,
-        "temperature must be a positive finite",
+        2,
+        "argument --temperature: temperature must be a positive finite number, got '-1'",
     )
     assert set_names(dsn) == ["v1"]
+
+
+def test_quiet_wherever_it_is_typed(
+    capsys: pytest.CaptureFixture[str], dsn: str, tmp_path: Path
+) -> None:
+    assert cli(capsys, "compute", *FLAGS, "--save", "v1", "--dsn", dsn, "-q").code == 0
+    listing = cli(capsys, "sets", "list", "--dsn", dsn)
+    assert listing.code == 0 and listing.out.startswith("v1\t")
+    for argv in (
+        ["-q", "sets", "list", "--dsn", dsn],
+        ["sets", "-q", "list", "--dsn", dsn],
+        ["sets", "list", "-q", "--dsn", dsn],
+        ["sets", "list", "--dsn", dsn, "--quiet"],
+    ):
+        assert cli(capsys, *argv) == listing, argv
+    exported = tmp_path / "v1.json"
+    assert cli(capsys, "sets", "export", "v1", "-q", "--output", exported, "--dsn", dsn) == Result(
+        0, "", ""
+    )
+    assert cli(capsys, "sets", "export", "v1", "--dsn", dsn, "-q").out == exported.read_text()
+    assert cli(capsys, "sets", "import", exported, "-q", "--name", "v2", "--dsn", dsn) == Result(
+        0, "", ""
+    )
+    assert cli(capsys, "sets", "delete", "v2", "--dsn", dsn, "--quiet") == Result(0, "", "")
+    assert set_names(dsn) == ["v1"]
+    assert "--quiet" in cli(capsys, "sets", "list", "--help").out
 
 
 # --------------------------------------------------------------------------- delete, unknown
@@ -458,3 +582,17 @@ def test_sets_usage_errors_exit_2(
     capsys: pytest.CaptureFixture[str], dsn: str, argv: list[str]
 ) -> None:
     assert_one_error(cli(capsys, *argv, "--dsn", dsn), 2, "")
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_exits_141_quietly(dsn: str, buffered: bool) -> None:
+    with connect(dsn) as conn:
+        for name in ("v1", "v2"):
+            save_set(conn, name, "US", WINDOWS)
+    for argv in (["sets", "list"], ["sets", "export", "v1"], ["sets", "show", "v1"]):
+        done = run_with_closed_stdout(*argv, "--dsn", dsn, buffered=buffered)
+        assert (done.returncode, done.stderr) == (141, b""), argv
+    # compute --save writes the document before it commits: with nobody to read it, no set
+    done = run_with_closed_stdout("compute", *FLAGS, "--save", "v3", "--dsn", dsn, "-q")
+    assert (done.returncode, done.stderr) == (141, b"")
+    assert set_names(dsn) == ["v1", "v2"]

@@ -326,8 +326,8 @@ def test_classify_history_takes_the_calendar_dates_of_datetimes(timeline_db: Tim
     [
         (
             ["--set", "tl-t1", "--start", START, "--end", END],
-            1,
-            "say what to write: --output PNG and/or --csv FILE",
+            2,
+            "say what to write: --output PLOT and/or --csv FILE",
         ),
         (
             ["--set", "nope", "--start", START, "--end", END, "--csv", "-"],
@@ -349,11 +349,15 @@ def test_classify_history_takes_the_calendar_dates_of_datetimes(timeline_db: Tim
             2,
             "not a calendar date",
         ),
-        (["--set", "tl-t1", "--start", END, "--end", START, "--csv", "-"], 1, "is reversed"),
+        (
+            ["--set", "tl-t1", "--start", END, "--end", START, "--csv", "-"],
+            2,
+            f"--end {START} is before --start {END}",
+        ),
         (
             ["--set", "tl-t1", "--start", START, "--end", END, "--csv", "-", "--min-duration", "0"],
-            1,
-            "min_duration must be at least 1",
+            2,
+            "argument --min-duration: must be at least 1, got 0",
         ),
         (
             [
@@ -451,3 +455,79 @@ def test_empty_range_with_a_png_writes_nothing(
     )
     assert_one_error(result, 1, "nothing to plot: no classified dates in the range")
     assert not png.exists() and not table.exists()
+
+
+# --------------------------------------------------------------------------- plot formats, paths
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [("tl.svg", b"<?xml"), ("tl.pdf", b"%PDF-"), ("tl.PNG", PNG_MAGIC)],
+)
+def test_the_suffix_picks_the_plot_format(
+    capsys: pytest.CaptureFixture[str],
+    timeline_db: Timeline,
+    tmp_path: Path,
+    name: str,
+    magic: bytes,
+) -> None:
+    plot = tmp_path / name
+    argv = ["timeline", "--set", "tl-t1", "--start", START, "--end", END, "--output", plot]
+    result = cli(capsys, *argv, "--dsn", timeline_db.dsn)
+    assert result.code == 0 and result.out == ""
+    assert result.err.endswith(f"regime-pg: wrote {plot}\n")
+    data = plot.read_bytes()
+    assert data.startswith(magic) and len(data) > 10_000
+    if magic == PNG_MAGIC:
+        assert png_size(data) == PNG_SIZE
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
+
+
+@pytest.mark.parametrize("name", ["tl.txt", "tl_noext", "tl.jpg", "tl.png.bak", "-"])
+def test_other_suffixes_are_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["timeline", "--set", "tl-t1", "--start", START, "--end", END, "--csv", "tl.csv"]
+    # a DSN that cannot connect: exit 2, not 1, shows nothing was tried
+    result = cli(capsys, *argv, "--output", name, "--dsn", f"host={tmp_path / 'none'} dbname=x")
+    assert result == Result(
+        2,
+        "",
+        "regime-pg: error: --output takes a file ending in .png, .svg or .pdf "
+        f"(the plot's format), got {name!r}\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_output_directory_is_checked_before_anything_is_written(
+    capsys: pytest.CaptureFixture[str], timeline_db: Timeline, tmp_path: Path
+) -> None:
+    a_file, a_directory = tmp_path / "a-file", tmp_path / "a-directory.png"
+    a_file.write_text("x")
+    a_directory.mkdir()
+    csv_ok, png_ok, missing = tmp_path / "ok.csv", tmp_path / "ok.png", tmp_path / "missing"
+    cases = [
+        (["--csv", csv_ok, "--output", missing / "tl.png"], missing / "tl.png", "No such file"),
+        (["--csv", missing / "tl.csv", "--output", png_ok], missing / "tl.csv", "No such file"),
+        (["--csv", csv_ok, "--output", a_file / "tl.png"], a_file / "tl.png", "Not a directory"),
+        (["--csv", csv_ok, "--output", a_directory], a_directory, "Is a directory"),
+        (["--csv", a_directory, "--output", png_ok], a_directory, "Is a directory"),
+    ]
+    for flags, path, reason in cases:
+        argv = ["timeline", "--set", "tl-t1", "--start", START, "--end", END, *flags]
+        result = cli(capsys, *argv, "--dsn", timeline_db.dsn)
+        message = f"regime-pg: error: cannot write {path}: {reason}"
+        assert result.code == 1 and result.out == "" and result.err.startswith(message), result
+        assert result.err.count("\n") == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory.png", "a-file"]
+        assert list(a_directory.iterdir()) == []
+
+
+def test_help_names_the_plot_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    result = cli(capsys, "timeline", "--help")
+    assert result.code == 0 and "--output PLOT" in result.out
+    assert "its suffix picks the format: .png, .svg or .pdf" in " ".join(result.out.split())

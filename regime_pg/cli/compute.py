@@ -7,23 +7,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 
 from regime_pg.cli._common import (
     CommandParser,
+    UsageError,
     add_dsn_argument,
     add_temperature_arguments,
     date_arg,
     emit,
     report_saved,
+    saving_new_set,
     temperature_from_args,
+    write_output,
 )
 from regime_pg.client import prototypes_document
-from regime_pg.connection import connect
+from regime_pg.connection import Connection, connect
 from regime_pg.errors import InvalidInputError
 from regime_pg.prototypes import DateWindow, RegimeLabel, parse_date, parse_label
-from regime_pg.sets import save_set
+from regime_pg.sets import PrototypeSet, save_set
+
+log = logging.getLogger("regime_pg.cli")
 
 
 def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
@@ -53,13 +60,14 @@ def register(commands: argparse._SubParsersAction[CommandParser]) -> None:
     parser.add_argument(
         "--save",
         metavar="NAME",
-        help="also store the prototypes as the immutable set NAME (one transaction)",
+        help="also store the prototypes as the immutable set NAME, committed once the "
+        "document is written",
     )
     parser.set_defaults(handler=run)
 
 
 def parse_window_arg(text: str) -> tuple[str, DateWindow]:
-    """``LABEL=YYYY-MM-DD:YYYY-MM-DD`` as (label, window).
+    """``LABEL=YYYY-MM-DD:YYYY-MM-DD`` as (label, window); ``UsageError`` otherwise.
 
     >>> parse_window_arg("RISK_OFF=2011-08-01:2011-10-31")[1].end_date
     datetime.date(2011, 10, 31)
@@ -67,46 +75,86 @@ def parse_window_arg(text: str) -> tuple[str, DateWindow]:
     label, sep, dates = text.partition("=")
     start, sep2, end = dates.partition(":")
     if not sep or not sep2:
-        raise InvalidInputError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
-    window = DateWindow(
-        parse_date(start, f"--window {label} start"), parse_date(end, f"--window {label} end")
-    )
-    return str(parse_label(label)), window
+        raise UsageError(f"--window takes LABEL=YYYY-MM-DD:YYYY-MM-DD, got {text!r}")
+    try:
+        window = DateWindow(
+            parse_date(start, f"--window {label} start"), parse_date(end, f"--window {label} end")
+        )
+        return str(parse_label(label)), window
+    except InvalidInputError as exc:  # a date, the label rule, a reversed window
+        raise UsageError(str(exc)) from exc
 
 
 def windows_from_args(args: argparse.Namespace) -> dict[str, DateWindow]:
-    """The labelled windows the flags ask for, validated like the calibration script."""
+    """The labelled windows the flags ask for, validated like the calibration script.
+
+    Every problem is a ``UsageError`` (exit 2): nothing here needs the database.
+    """
     windows = {RegimeLabel.NEUTRAL.value: _window("neutral", args.neutral_start, args.neutral_end)}
     if (args.crisis_start is None) != (args.crisis_end is None):
-        raise InvalidInputError("--crisis-start and --crisis-end go together: give both or neither")
+        raise UsageError("--crisis-start and --crisis-end go together: give both or neither")
     if args.crisis_start is not None:
         windows[RegimeLabel.CRISIS.value] = _window("crisis", args.crisis_start, args.crisis_end)
     for text in args.window:
         label, window = parse_window_arg(text)
         if label in windows:
-            raise InvalidInputError(f"label {label} is given twice")
+            raise UsageError(f"label {label} is given twice")
         windows[label] = window
     return windows
 
 
 def _window(name: str, start: dt.date, end: dt.date) -> DateWindow:
     if end < start:
-        raise InvalidInputError(f"--{name}-end {end} is before --{name}-start {start}")
+        raise UsageError(f"--{name}-end {end} is before --{name}-start {start}")
     return DateWindow(start, end)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute the document for the flags, store it with --save, print or write it."""
-    windows = windows_from_args(args)
-    temperature = temperature_from_args(args)
     if args.save is None and (args.fit_temperature or args.temperature is not None):
-        raise InvalidInputError("--temperature and --fit-temperature go with --save NAME")
+        raise UsageError("--temperature and --fit-temperature go with --save NAME")
+    windows = windows_from_args(args)
+    if args.fit_temperature and len(windows) < 2:
+        raise UsageError(
+            "--fit-temperature needs two labelled windows or more: with one prototype every "
+            "confidence is 1, whatever the temperature"
+        )
+    temperature = temperature_from_args(args)
     with connect(args.dsn) as conn:
-        if args.save is None:
-            document = prototypes_document(conn, args.region, windows)
-        else:
-            stored = save_set(conn, args.save, args.region, windows, temperature)
-            report_saved(stored)
-            document = stored.document
+        if args.save is not None:
+            report_saved(save_and_write(conn, args, windows, temperature))
+            if args.output is not None:
+                log.info("wrote %s", args.output)
+            return 0
+        document = prototypes_document(conn, args.region, windows)
     emit(document.dumps(), args.output)
     return 0
+
+
+def save_and_write(
+    conn: Connection,
+    args: argparse.Namespace,
+    windows: dict[str, DateWindow],
+    temperature: float | None,
+) -> PrototypeSet:
+    """Save the set ``--save`` names and write its document: both, or neither.
+
+    The set (with its fitted temperature, for ``--fit-temperature``) is saved
+    in a transaction that commits only once the document is written in full,
+    to ``--output`` (atomically) or to stdout: a failed write rolls the set
+    back.  When the commit itself fails, the file just written is removed
+    (a file it replaced is not brought back; stdout cannot be taken back).
+    """
+    written: Path | None = None
+    try:
+        with conn.transaction():
+            with saving_new_set(args.save):
+                stored = save_set(conn, args.save, args.region, windows, temperature)
+            write_output(stored.document.dumps(), args.output)
+            written = args.output
+    except BaseException:
+        if written is not None:
+            with contextlib.suppress(OSError):
+                written.unlink()
+        raise
+    return stored

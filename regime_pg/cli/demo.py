@@ -8,13 +8,7 @@ import sys
 from pathlib import Path
 
 from regime_pg import migrate
-from regime_pg.cli._common import (
-    EXIT_USAGE,
-    CommandParser,
-    add_dsn_argument,
-    date_arg,
-    fail,
-)
+from regime_pg.cli._common import CommandParser, UsageError, add_dsn_argument, date_arg
 from regime_pg.connection import connect, resolve_dsn
 from regime_pg.errors import InvalidInputError
 
@@ -65,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_range(args.start, args.end)
     except InvalidInputError as exc:
-        fail(str(exc))
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from exc
     encoded = encode_regions(args.start, args.end)  # fails here when 'arch' is missing
     dsn = resolve_dsn(args.dsn)
     log.info("migrating")

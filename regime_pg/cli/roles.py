@@ -74,13 +74,6 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         "--schema", help="schema regime-pg is installed in (default: that of regimes)"
     )
     add_dsn_argument(parser)
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="no progress messages on stderr",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,13 +114,20 @@ def _shown(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``regime-pg roles ...`` on its own: ``python -m regime_pg.cli.roles grant-reader R``."""
-    from regime_pg.cli._common import configure_progress, run_handler
+    from regime_pg.cli._common import (
+        add_quiet_everywhere,
+        closed_stdout_exits_quietly,
+        configure_progress,
+        run_handler,
+    )
 
     parser = CommandParser(prog="regime-pg")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register(commands)
-    args = parser.parse_args(["roles", *(sys.argv[1:] if argv is None else argv)])
+    add_quiet_everywhere(parser)
+    with closed_stdout_exits_quietly():
+        args = parser.parse_args(["roles", *(sys.argv[1:] if argv is None else argv)])
     configure_progress(quiet=args.quiet)
     return run_handler(args.handler, args)
 

@@ -19,6 +19,7 @@ from regime_pg.cli._common import (
     emit,
     printable,
     report_saved,
+    saving_new_set,
     temperature_from_args,
 )
 from regime_pg.connection import connect
@@ -120,7 +121,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     """Store a document file as a new set."""
     document = load_document(args.file)
-    with connect(args.dsn) as conn:
+    with connect(args.dsn) as conn, saving_new_set(args.name):
         stored = import_set(conn, args.name, document, temperature_from_args(args))
     report_saved(stored)
     return 0
