@@ -60,7 +60,8 @@ def function_statements(conn: Connection) -> dict[str, str]:
         ),
         "dispersion": _statement(
             sources["regime_window_distances"],
-            r"SELECT coalesce\(sum\(r\.embedding_vector <-> p_center\), 0\).*?;",
+            # version 3's float8 sum, or version 5's exact sum of units (and its float8 rest)
+            r"SELECT coalesce\(\(?sum\(.*?\br\.embedding_vector <-> p_center\b.*?;",
             None,
             {**_WINDOW, "p_center": "$4::vector"},
         ),

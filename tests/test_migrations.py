@@ -973,7 +973,7 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 to 0013 change functions only: both ways, they run while regimes is locked."""
+    """0010 to 0014 change functions only: both ways, they run while regimes is locked."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
