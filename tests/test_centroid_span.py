@@ -30,7 +30,6 @@ No timing assertions: speed is measured by ``python -m bench``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from regime_pg.connection import Connection
 from regime_pg.migration_ops import released_function
 from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
 from tests.engine import business_days
+from tests.released_centroid import install_v3
 from tests.test_fast_centroid import insert_engine_rows
 
 DIM = 384
@@ -63,34 +63,12 @@ REVIEWED = [
 US_ROWS = 2609
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 
-#: Released functions replaced or called on the way to the centre, renamed for
-#: the reference (version 3): name in the released file -> name in the test.
-V3_FUNCTIONS = {
-    "regime_window_distances": ("prototypes--3.sql", "regime_v3_distances"),
-    "regime_window_bucket_states": ("prototypes--3.sql", "regime_v3_bucket_states"),
-    "regime_window_parts": ("prototypes--3.sql", "regime_v3_parts"),
-    "regime_prototype_compute": ("prototypes--3.sql", "regime_v3_compute"),
-    "regime_prototype_compute_custom_plans": ("prototypes--2.sql", "regime_v3_custom_plans"),
-    "regime_prototype_for_window": ("prototypes--3.sql", "regime_v3_for_window"),
-}
-
 #: start_date and end_date as text: Python's dates end at year 9999.
 COLUMNS = ("p.region, p.start_date::text, p.end_date::text, p.n_dates, p.n_skipped,"
            " vector_send(p.center), p.l2_norm, p.dispersion, p.first_date, p.last_date")
 V4_CALL = f"SELECT {COLUMNS} FROM compute_regime_prototype(%s, %s::date, %s::date) AS p"
 V3_CALL = f"SELECT {COLUMNS} FROM regime_v3_for_window(%s, NULL, %s::date, %s::date) AS p"
 DISPERSION = 7
-
-
-def install_v3(conn: Connection) -> None:
-    """The released version 3 of the centroid, under the names of V3_FUNCTIONS."""
-    names = {old: new for old, (_, new) in V3_FUNCTIONS.items()}
-    pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
-    conn.execute("SET search_path = public")
-    for function, (released, _) in V3_FUNCTIONS.items():  # callees first
-        text = pattern.sub(lambda m: names[m.group(1)], released_function(released, function))
-        conn.execute(text.encode())
-    conn.execute("RESET search_path")
 
 
 def vectors(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:

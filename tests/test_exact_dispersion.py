@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,24 +30,14 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection
-from regime_pg.migration_ops import released_function
 from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
 from tests.engine import business_days
+from tests.released_centroid import install_v3
 from tests.test_fast_centroid import insert_engine_rows
 
 DIM = 384
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 UNIT = 2.0**-32
-
-#: Released version 3, callees first, renamed: name in the file -> name in the test.
-V3_FUNCTIONS = {
-    "regime_window_distances": ("prototypes--3.sql", "regime_v3_distances"),
-    "regime_window_bucket_states": ("prototypes--3.sql", "regime_v3_bucket_states"),
-    "regime_window_parts": ("prototypes--3.sql", "regime_v3_parts"),
-    "regime_prototype_compute": ("prototypes--3.sql", "regime_v3_compute"),
-    "regime_prototype_compute_custom_plans": ("prototypes--2.sql", "regime_v3_custom_plans"),
-    "regime_prototype_for_window": ("prototypes--3.sql", "regime_v3_for_window"),
-}
 
 PLANS: dict[str, tuple[str, ...]] = {
     "default": (),
@@ -101,16 +90,6 @@ def rows() -> list[Row]:
     # inserted out of date order, as backfills do: a sequential scan then reads
     # the rows in another order than an index scan
     return [out[i] for i in rng.permutation(len(out))]
-
-
-def install_v3(conn: Connection) -> None:
-    names = {old: new for old, (_, new) in V3_FUNCTIONS.items()}
-    pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
-    conn.execute("SET search_path = public")
-    for function, (released, _) in V3_FUNCTIONS.items():
-        text = pattern.sub(lambda m: names[m.group(1)], released_function(released, function))
-        conn.execute(text.encode())
-    conn.execute("RESET search_path")
 
 
 @dataclass(frozen=True)
