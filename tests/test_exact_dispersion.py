@@ -152,8 +152,12 @@ def test_same_bits_under_every_plan(data: Data, window: str) -> None:
             before = workers_launched(conn)
             results[plan] = fetch(conn, CALL, WINDOWS[window])
             after = workers_launched(conn)
-        if plan == "forced parallel" and before is not None and after is not None:
-            assert after > before  # the plan really ran workers
+        if (plan == "forced parallel" and window.endswith("long")
+                and before is not None and after is not None):
+            # long windows' statements are RETURN QUERY and run parallel workers; a short
+            # window's may run in the leader alone (seen in a full run), so only the bits
+            # are compared there
+            assert after > before
     first = results["default"]
     assert first[0] > 100
     for plan, result in results.items():
