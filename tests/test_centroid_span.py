@@ -45,10 +45,9 @@ from bench.statements import explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import Connection
 from regime_pg.migration_ops import released_function
-from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
+from tests.conftest import FORCE_PARALLEL, Server
 from tests.engine import business_days
-from tests.released_centroid import install_v3
-from tests.test_fast_centroid import insert_engine_rows
+from tests.released_centroid import reference_database
 
 DIM = 384
 BUCKET_DAYS = 15
@@ -129,18 +128,9 @@ class SpanData:
 @pytest.fixture(scope="module")
 def span(pg_server: Server, migrated_template: str) -> Iterator[SpanData]:
     """One database per server: the rows of span_rows and the version 3 reference."""
-    name = create_database(pg_server, template=migrated_template)
-    dsn = database_dsn(pg_server.admin_dsn, name)
     rows = span_rows()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.add_notice_handler(lambda diag: None)  # the trigger's WARNINGs on bad bytes
-        insert_engine_rows(conn, rows)
-        conn.execute("VACUUM ANALYZE regimes")
-        install_v3(conn)
-    try:
+    with reference_database(pg_server, migrated_template, rows) as (dsn, _):
         yield SpanData(dsn, pg_server.major, rows)
-    finally:
-        drop_database(pg_server, name)
 
 
 def connect(dsn: str) -> Connection:

@@ -30,10 +30,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection
-from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
+from tests.conftest import FORCE_PARALLEL, Server
 from tests.engine import business_days
-from tests.released_centroid import install_v3
-from tests.test_fast_centroid import insert_engine_rows
+from tests.released_centroid import reference_database
 
 DIM = 384
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -101,18 +100,9 @@ class Data:
 
 @pytest.fixture(scope="module")
 def data(pg_server: Server, migrated_template: str) -> Iterator[Data]:
-    name = create_database(pg_server, template=migrated_template)
-    dsn = database_dsn(pg_server.admin_dsn, name)
     table = rows()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.add_notice_handler(lambda diag: None)  # the trigger's WARNINGs on bad bytes
-        ids = insert_engine_rows(conn, table)
-        conn.execute("VACUUM ANALYZE regimes")
-        install_v3(conn)
-    try:
+    with reference_database(pg_server, migrated_template, table) as (dsn, ids):
         yield Data(dsn, table, ids)
-    finally:
-        drop_database(pg_server, name)
 
 
 def connect(dsn: str, plan: str = "default") -> Connection:
