@@ -37,6 +37,7 @@ from bench.statements import bucket_bounds, explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types, vector_to_numpy
 from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
+from tests.routines import routines_query
 
 DIM = 384
 EPOCH = dt.date(2000, 1, 1).toordinal()  # PostgreSQL's date zero
@@ -592,17 +593,11 @@ def test_same_results_as_the_v1_definitions(db: str) -> None:
 
 
 #: Every routine regime-pg created in public, as its definition, flags and comment show it.
-ROUTINES = """
-    SELECT p.oid::regprocedure::text, p.prokind,
-           CASE WHEN p.prokind = 'f' THEN pg_get_functiondef(p.oid) END,
-           p.proparallel, p.provolatile, p.proconfig, obj_description(p.oid, 'pg_proc')
-      FROM pg_proc AS p
-     WHERE p.pronamespace = 'public'::regnamespace
-       AND NOT EXISTS (SELECT FROM pg_depend AS d
-                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                          AND d.deptype = 'e')
-     ORDER BY 1
-"""
+ROUTINES = routines_query(
+    "p.oid::regprocedure::text, p.prokind,"
+    " CASE WHEN p.prokind = 'f' THEN pg_get_functiondef(p.oid) END,"
+    " p.proparallel, p.provolatile, p.proconfig, obj_description(p.oid, 'pg_proc')"
+)
 
 
 @pytest.mark.parametrize("earlier", ["0008", "0009"])

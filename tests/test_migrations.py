@@ -39,6 +39,7 @@ from regime_pg.connection import Connection, use_vector_types, vector_to_numpy
 from regime_pg.errors import ExtensionMissingError, MigrationError
 from regime_pg.migration_ops import backfill_embedding_vectors
 from tests.engine import ENGINE_SCHEMA_SQL, business_days, create_engine_schema, insert_rows
+from tests.routines import routines_query
 
 DIM = 384
 REPO = Path(__file__).resolve().parents[1]
@@ -990,18 +991,12 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
 
 #: Every routine regime-pg created in public: definition, flags, cost, settings,
 #: privileges and comment (aggregates have no pg_get_functiondef).
-ROUTINES = """
-    SELECT p.oid::regprocedure::text, p.prokind,
-           CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
-           p.prosecdef, p.proparallel, p.provolatile, p.procost, p.proconfig, p.proacl,
-           obj_description(p.oid, 'pg_proc')
-      FROM pg_proc AS p
-     WHERE p.pronamespace = 'public'::regnamespace
-       AND NOT EXISTS (SELECT FROM pg_depend AS d
-                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                          AND d.deptype = 'e')
-     ORDER BY 1
-"""
+ROUTINES = routines_query(
+    "p.oid::regprocedure::text, p.prokind,"
+    " CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,"
+    " p.prosecdef, p.proparallel, p.provolatile, p.procost, p.proconfig, p.proacl,"
+    " obj_description(p.oid, 'pg_proc')"
+)
 
 
 def routines(dsn: str) -> list[tuple[object, ...]]:
