@@ -105,8 +105,14 @@ class DateWindow:
 
     @classmethod
     def parse(cls, start_date: DateLike, end_date: DateLike) -> DateWindow:
-        """A window from two ``YYYY-MM-DD`` strings, or any dates ``as_date`` takes."""
-        return cls(as_date(start_date, "start_date"), as_date(end_date, "end_date"))
+        """A window from two ``YYYY-MM-DD`` strings, or any dates ``as_date`` takes.
+
+        ``__post_init__`` reads each end with ``as_date``, once.
+
+        >>> DateWindow.parse("2008-09-15", np.datetime64("2009-03-09T16:00")).end_date
+        datetime.date(2009, 3, 9)
+        """
+        return cls(start_date, end_date)  # type: ignore[arg-type]  # read by __post_init__
 
     def to_json(self) -> dict[str, str]:
         """``{"end_date": "YYYY-MM-DD", "start_date": "YYYY-MM-DD"}``."""

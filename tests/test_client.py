@@ -205,6 +205,25 @@ def test_what_is_no_date_is_refused_in_one_line(case: str) -> None:
     assert str(caught.value) == message
 
 
+def test_parse_reads_each_end_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DateWindow.parse leaves the reading to the constructor: as_date once per end."""
+    from regime_pg import prototypes
+
+    calls: list[tuple[object, str]] = []
+
+    def counting(value: object, what: str = "date") -> dt.date:
+        calls.append((value, what))
+        return as_date(value, what)
+
+    monkeypatch.setattr(prototypes, "as_date", counting)
+    end = np.datetime64("2018-12-31T16:00")
+    window = DateWindow.parse("2018-01-01", end)
+    assert (window.start_date, window.end_date) == (dt.date(2018, 1, 1), dt.date(2018, 12, 31))
+    assert calls == [("2018-01-01", "start_date"), (end, "end_date")]
+    with pytest.raises(InvalidWindowError, match=r"^end_date must be a date as YYYY-MM-DD"):
+        DateWindow.parse("2018-01-01", "2018-12-31T00:00")
+
+
 def test_malformed_strings_keep_their_message() -> None:
     with pytest.raises(InvalidWindowError, match=r"^end_date must be a date as YYYY-MM-DD, got "):
         windows_json({"NEUTRAL": (dt.date(2018, 1, 1), "2018-12-31T00:00:00")})
