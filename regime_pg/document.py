@@ -37,12 +37,10 @@ True
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from regime_pg.atomic import write_atomically
 from regime_pg.errors import InvalidDocumentError, RegimePgError
 from regime_pg.prototypes import DateWindow, RegimePrototype, parse_date, parse_label
 
@@ -152,46 +151,9 @@ def load_document(path: str | os.PathLike[str]) -> PrototypeDocument:
 def save_document(document: PrototypeDocument, path: str | os.PathLike[str]) -> None:
     """Write ``document`` to ``path`` whole or not at all (never a half-written file).
 
-    A symbolic link is written through and kept (see ``write_atomically``).
+    A symbolic link is written through and kept (see ``regime_pg.atomic``).
     """
     write_atomically(Path(path), document.dumps())
-
-
-def write_atomically(path: Path, text: str | bytes) -> None:
-    """Replace the file at ``path`` with ``text`` (UTF-8) or bytes, via a temporary file.
-
-    A symbolic link (or chain of links) is written through: the file it
-    resolves to is replaced, by a temporary file in that file's directory, and
-    the link is kept.  A dangling link gets its target created, as
-    ``open(path, "w")`` would; a symlink loop raises ``OSError`` (ELOOP).
-
-    >>> write_atomically(Path("current.json"), doc.dumps())  # doctest: +SKIP
-    """
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    target = Path(os.path.realpath(path))
-    if target.is_symlink():  # realpath stops where links loop
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would hide the file from others
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """The mode to write ``path`` with: the old file's, else 0666 less the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def _reject_constant(name: str) -> None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regime_pg.atomic import write_atomically
 from regime_pg.connection import Connection, translated_errors
-from regime_pg.document import write_atomically
 from regime_pg.errors import InvalidInputError, RegimePgError
 from regime_pg.installation import qualified
 from regime_pg.prototypes import DateLike, DateWindow, as_date
@@ -128,16 +128,24 @@ def require_matplotlib() -> None:
     matplotlib.use("Agg")
 
 
-def plot_format(path: Path) -> str:
+def plot_format(path: Path, what: str = "plot_timeline") -> str:
     """The format to draw ``path`` in, from its suffix: one of ``PLOT_FORMATS``.
+
+    Any other suffix raises ``InvalidInputError``, the one message for it:
+    ``what`` names who takes the path (the CLI says ``--output``).
 
     >>> plot_format(Path("timeline.SVG"))
     'svg'
+    >>> plot_format(Path("timeline.jpg"), "--output")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.InvalidInputError: --output takes a file ending in .png, .svg or .pdf ...
     """
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in PLOT_FORMATS:
         raise InvalidInputError(
-            f"the plot's format comes from its suffix, .png, .svg or .pdf: got {str(path)!r}"
+            f"{what} takes a file ending in .png, .svg or .pdf (the plot's format), "
+            f"got {str(path)!r}"
         )
     return suffix
 

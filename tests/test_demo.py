@@ -34,10 +34,11 @@ from regime_pg.cli import main
 from regime_pg.client import prototypes_document
 from regime_pg.connection import connect, vector_to_numpy
 from regime_pg.demo.encoder import encode, load_market
-from regime_pg.demo.pipeline import DEMO_WINDOWS
-from regime_pg.document import PrototypeDocument
+from regime_pg.demo.pipeline import DEMO_WINDOWS, DemoRegionResult, write_documents
+from regime_pg.document import PrototypeDocument, load_document
+from regime_pg.errors import RegimePgError
 from regime_pg.migrate import current_revision, head_revision
-from regime_pg.prototypes import DateWindow
+from regime_pg.prototypes import DateWindow, RegimePrototype
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import insert_rows
 
@@ -541,6 +542,55 @@ def test_failure_in_the_transaction_leaves_both_regions_as_they_were(
     )
     assert [p.name for p in out_dir.iterdir()] == ["regime_prototypes_US_TECH.json"]
     assert _table_checksum(runs.dsn) == before
+
+
+def _results(directory: Path) -> list[DemoRegionResult]:
+    """Two small documents, as run_demo would write them into ``directory``."""
+    return [
+        DemoRegionResult(
+            region,
+            1,
+            PrototypeDocument(region, (RegimePrototype("NEUTRAL", np.full(2, value, np.float32)),)),
+            directory / f"regime_prototypes_{region}.json",
+        )
+        for region, value in zip(REGIONS, (0.25, 0.5), strict=True)
+    ]
+
+
+def test_documents_are_written_through_a_symlink_which_stays(tmp_path: Path) -> None:
+    """``current`` links to the file the demo's name points at: it is updated, the link kept."""
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "us-2026-11.json"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    (tmp_path / "regime_prototypes_US.json").symlink_to("store/us-2026-11.json")
+    results = _results(tmp_path)
+    write_documents(results)
+    link = tmp_path / "regime_prototypes_US.json"
+    assert link.is_symlink() and str(link.readlink()) == "store/us-2026-11.json"
+    assert target.read_text() == results[0].document.dumps()
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert load_document(tmp_path / "regime_prototypes_US_TECH.json") == results[1].document
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "regime_prototypes_US.json", "regime_prototypes_US_TECH.json", "store"
+    ]
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["us-2026-11.json"]
+
+
+def test_documents_are_written_all_or_none(tmp_path: Path) -> None:
+    """A directory in the second file's place: the first file, behind its link, stays too."""
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "us-2026-11.json"
+    target.write_text("old\n")
+    (tmp_path / "regime_prototypes_US.json").symlink_to("store/us-2026-11.json")
+    (tmp_path / "regime_prototypes_US_TECH.json").mkdir()
+    with pytest.raises(RegimePgError) as caught:
+        write_documents(_results(tmp_path))
+    assert str(caught.value) == (
+        f"cannot write {tmp_path / 'regime_prototypes_US_TECH.json'}: Is a directory"
+    )
+    assert target.read_text() == "old\n"
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["us-2026-11.json"]
 
 
 def test_no_data_in_a_window_exits_1_and_changes_nothing(

@@ -24,6 +24,7 @@ from regime_pg import (
     load_document,
     save_document,
 )
+from regime_pg.atomic import cannot_write, write_atomically, write_files_atomically
 from regime_pg.document import float32_json_values
 
 
@@ -347,3 +348,49 @@ def test_unknown_keys_are_reported_not_silently_dropped(caplog: pytest.LogCaptur
         "document: ignoring unknown keys extra (they are not kept)",
         "prototype NEUTRAL: ignoring unknown keys comment (they are not kept)",
     ]
+
+
+# --------------------------------------------------------------------------- several files at once
+
+
+def test_several_files_are_written_through_links_text_and_bytes(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "us-2026-11.json").write_text("old\n")
+    (tmp_path / "current.json").symlink_to("store/us-2026-11.json")
+    write_files_atomically(
+        [(tmp_path / "current.json", "new\n"), (tmp_path / "plot.svg", b"<?xml?>\n")]
+    )
+    assert _tree(tmp_path) == {
+        "current.json": "-> store/us-2026-11.json",
+        "plot.svg": "<?xml?>\n",
+        "store/us-2026-11.json": "new\n",
+    }
+
+
+def test_several_files_all_or_none(tmp_path: Path) -> None:
+    """A directory in the second file's place: the first file is not replaced either."""
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text("old\n")
+    second.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_files_atomically([(first, "new\n"), (second, "new\n")])
+    assert (caught.value.errno, caught.value.filename) == (errno.EISDIR, str(second))
+    assert _tree(tmp_path) == {"a.json": "old\n"}  # and no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_a_failed_write_names_the_callers_path_not_a_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = tmp_path / "current.json"
+    link.symlink_to("gone/us.json")
+    with pytest.raises(FileNotFoundError) as caught:
+        write_atomically(link, "new\n")
+    assert caught.value.filename == str(link)
+    assert str(cannot_write(link, caught.value)) == (
+        f"cannot write {link}: No such file or directory"
+    )
+    assert str(cannot_write("x.csv", OSError(errno.EACCES, os.strerror(errno.EACCES)))) == (
+        "cannot write x.csv: Permission denied"
+    )
+

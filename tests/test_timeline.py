@@ -21,8 +21,9 @@ import psycopg
 import pytest
 
 from regime_pg.connection import connect
+from regime_pg.errors import InvalidInputError
 from regime_pg.sets import save_set
-from regime_pg.timeline import LABEL_COLOURS, classify_history
+from regime_pg.timeline import LABEL_COLOURS, classify_history, plot_format, plot_timeline
 from tests.cli_support import Result, assert_one_error, cli, isolated_cli  # noqa: F401
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, insert_rows
@@ -500,6 +501,24 @@ def test_other_suffixes_are_refused_before_any_work(
         "regime-pg: error: --output takes a file ending in .png, .svg or .pdf "
         f"(the plot's format), got {name!r}\n",
     )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_library_refuses_other_suffixes_with_the_same_message(tmp_path: Path) -> None:
+    """One message, naming who takes the path: plot_timeline, or the CLI's --output."""
+    expected = (
+        "{} takes a file ending in .png, .svg or .pdf (the plot's format), got '{}'"
+    )
+    plot = tmp_path / "tl.jpg"
+    with pytest.raises(InvalidInputError) as caught:
+        plot_timeline([], {}, plot, "title")
+    assert str(caught.value) == expected.format("plot_timeline", plot)
+    with pytest.raises(InvalidInputError) as caught:
+        plot_format(Path("tl.txt"), "--output")
+    assert str(caught.value) == expected.format("--output", "tl.txt")
+    assert [plot_format(Path(name)) for name in ("a.png", "b.SVG", "c.Pdf")] == [
+        "png", "svg", "pdf"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import psycopg
 
-from regime_pg.document import write_atomically
+from regime_pg.atomic import cannot_write, write_atomically
 from regime_pg.errors import (
     InvalidWindowError,
     PrototypeSetExistsError,
@@ -231,8 +231,7 @@ def write_file(output: Path, data: str | bytes) -> None:
     try:
         write_atomically(output, data)
     except OSError as exc:
-        # name the user's path, not the temporary file write_atomically used
-        raise RegimePgError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        raise cannot_write(output, exc) from exc
 
 
 def check_writable(output: Path) -> None:
@@ -252,7 +251,7 @@ def check_writable(output: Path) -> None:
         problem = errno.EACCES
     else:
         return
-    raise RegimePgError(f"cannot write {output}: {os.strerror(problem)}")
+    raise cannot_write(output, OSError(problem, os.strerror(problem)))
 
 
 def add_temperature_arguments(parser: argparse.ArgumentParser) -> None:

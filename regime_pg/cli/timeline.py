@@ -80,12 +80,9 @@ def run(args: argparse.Namespace) -> int:
     image_format = None
     if args.output is not None:
         try:
-            image_format = plot_format(args.output)
-        except InvalidInputError:
-            raise UsageError(
-                f"--output takes a file ending in .png, .svg or .pdf (the plot's format), "
-                f"got {str(args.output)!r}"
-            ) from None
+            image_format = plot_format(args.output, "--output")
+        except InvalidInputError as exc:
+            raise UsageError(str(exc)) from None
         require_matplotlib()  # before anything is written
     for path in (csv_path, args.output):
         if path is not None:

@@ -24,23 +24,20 @@ deletes those rows of the region and nothing else, so it can be re-run.
 from __future__ import annotations
 
 import datetime
-import errno
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from regime_pg.atomic import cannot_write, write_files_atomically
 from regime_pg.client import prototypes_document
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.demo.encoder import encode, load_market
-from regime_pg.document import PrototypeDocument, save_document
-from regime_pg.errors import InvalidInputError, NoDataError, RegimePgError
+from regime_pg.document import PrototypeDocument
+from regime_pg.errors import InvalidInputError, NoDataError
 from regime_pg.installation import qualified
 from regime_pg.prototypes import DateWindow, RegimeLabel
 
@@ -226,35 +223,18 @@ def run_demo(
 def write_documents(results: list[DemoRegionResult]) -> None:
     """Write every result's document to its path, all or none as far as a filesystem allows.
 
-    The paths share one directory. Every document is first written whole into
-    a temporary directory in it; only when all are written are they renamed
-    into place, so a full disk or a missing permission replaces no file.
-    Raises :class:`RegimePgError` naming the file that could not be written.
+    One call of :func:`~regime_pg.atomic.write_files_atomically`: every
+    document is written whole before any is renamed into place, so a full
+    disk, a missing permission or a directory in a file's place replaces no
+    file; a symbolic link is written through and kept.  Raises
+    :class:`RegimePgError` naming the file that could not be written.
     """
-    if not results:
-        return
-    path = results[0].path
-    staging: Path | None = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".regime-pg-demo.", dir=path.parent))
-        staged = []
-        for result in results:
-            path = result.path
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-            stage = staging / path.name
-            save_document(result.document, stage)
-            if path.exists():
-                shutil.copymode(path, stage)  # as save_document keeps an old file's mode
-            staged.append((stage, path))
-        for stage, path in staged:
-            os.replace(stage, path)
-            log.info("wrote %s", path)
+        write_files_atomically([(result.path, result.document.dumps()) for result in results])
     except OSError as exc:
-        raise RegimePgError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        raise cannot_write(exc.filename, exc) from exc
+    for result in results:
+        log.info("wrote %s", result.path)
 
 
 def format_table(results: list[DemoRegionResult]) -> str:
