@@ -10,6 +10,9 @@ fully-initialised NumericRegimeModel". These are those factories.
 ...     model = model_from_set(conn, "us-2018-v1")
 ...     model.classify(datetime.date(2008, 10, 10), "US").regime_label
 <RegimeLabel.CRISIS: 'CRISIS'>
+
+A stored set's model classifies the set's region only, as the SQL functions
+do: ``model.classify(day, "EU")`` raises ``RegionMismatchError``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from regime_pg.document import PrototypeDocument, load_document
 from regime_pg.model import (
     NumericRegimeModel,
     RegimeEncoder,
+    RegimeState,
     StoredEmbeddingEncoder,
     identity_instruments,
 )
-from regime_pg.sets import get_set
+from regime_pg.prototypes import DateLike
+from regime_pg.sets import PrototypeSetInfo, check_set_region, get_set
 
 #: The engine's default embedding window (trading days).
 DEFAULT_WINDOW_DAYS = 63
@@ -48,16 +53,42 @@ def model_from_document(
     """
     if not isinstance(document, PrototypeDocument):
         document = load_document(document)
-    if encoder is None and conn is not None:
-        encoder = StoredEmbeddingEncoder(conn)
-        region_instruments = region_instruments or identity_instruments([document.region])
+    encoder, region_instruments = _encoder(encoder, conn, region_instruments, document.region)
     return NumericRegimeModel(
         encoder=encoder,
-        region_instruments=region_instruments or {},
+        region_instruments=region_instruments,
         window_days=window_days,
         prototypes=document.prototypes,
         temperature=temperature,
     )
+
+
+class PrototypeSetModel(NumericRegimeModel):
+    """The model of a stored set: ``info`` is the set's row; only its region is classified.
+
+    >>> model.classify(datetime.date(2008, 10, 10), "EU")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.RegionMismatchError: prototype set 'us-2018-v1' was saved for region ...
+    """
+
+    def __init__(
+        self,
+        info: PrototypeSetInfo,
+        document: PrototypeDocument,
+        encoder: RegimeEncoder | None,
+        region_instruments: Mapping[str, str],
+        window_days: int,
+    ) -> None:
+        super().__init__(
+            encoder, region_instruments, window_days, document.prototypes, info.temperature
+        )
+        self.info = info
+
+    def classify(self, as_of_date: DateLike, region: str) -> RegimeState:
+        """As ``NumericRegimeModel.classify``; ``RegionMismatchError`` for another region."""
+        check_set_region(self.info.name, self.info.region, region)
+        return super().classify(as_of_date, region)
 
 
 def model_from_set(
@@ -67,18 +98,26 @@ def model_from_set(
     encoder: RegimeEncoder | None = None,
     region_instruments: Mapping[str, str] | None = None,
     window_days: int = DEFAULT_WINDOW_DAYS,
-) -> NumericRegimeModel:
-    """A model from a stored set, with the set's temperature.
+) -> PrototypeSetModel:
+    """A model from a stored set, with the set's temperature, for the set's region.
 
     Without ``encoder`` the model reads stored embeddings through ``conn``.
-    Raises ``UnknownPrototypeSetError`` for an unknown name.
+    Raises ``UnknownPrototypeSetError`` for an unknown name; its ``classify``
+    raises ``RegionMismatchError`` for another region than the set's, as
+    ``classify_regimes`` does in SQL (the same message).
     """
     stored = get_set(conn, name)
-    return model_from_document(
-        stored.document,
-        encoder=encoder,
-        conn=conn,
-        region_instruments=region_instruments,
-        window_days=window_days,
-        temperature=stored.temperature,
-    )
+    encoder, instruments = _encoder(encoder, conn, region_instruments, stored.info.region)
+    return PrototypeSetModel(stored.info, stored.document, encoder, instruments, window_days)
+
+
+def _encoder(
+    encoder: RegimeEncoder | None,
+    conn: Connection | None,
+    region_instruments: Mapping[str, str] | None,
+    region: str,
+) -> tuple[RegimeEncoder | None, Mapping[str, str]]:
+    """The encoder and instruments to use: stored embeddings of ``region`` by default."""
+    if encoder is None and conn is not None:
+        return StoredEmbeddingEncoder(conn), region_instruments or identity_instruments([region])
+    return encoder, region_instruments or {}

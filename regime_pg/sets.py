@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from regime_pg.client import WindowLike, check_region, windows_json
 from regime_pg.connection import Connection, translated_errors
 from regime_pg.document import PrototypeDocument
-from regime_pg.errors import InvalidDocumentError
+from regime_pg.errors import InvalidDocumentError, RegionMismatchError
 from regime_pg.installation import qualified
 from regime_pg.softmax import TemperatureFit
 
@@ -192,6 +192,39 @@ def fit_set_temperature(
         n=int(str(row[3])),
         separable=bool(row[4]),
     )
+
+
+def check_set_region(name: str, set_region: str, region: str) -> None:
+    """Refuse to apply set ``name`` of ``set_region`` to another region, as SQL does.
+
+    Raises ``RegionMismatchError`` with the server's message and hint
+    (``regime_check_prototype_set_region``, sql/classify--1.sql), so a
+    refusal reads the same from Python and from ``classify_regimes``.
+
+    >>> check_set_region("us-v1", "US", "US")
+    >>> check_set_region("us-v1", "US", "EU")
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.RegionMismatchError: prototype set 'us-v1' was saved for region 'US', \
+not for region 'EU' (hint: Classify a region with a set saved for that region.)
+    """
+    if region != set_region:
+        raise RegionMismatchError(
+            f"prototype set {_quote_literal(name)} was saved for region "
+            f"{_quote_literal(set_region)}, not for region {_quote_literal(region)} "
+            "(hint: Classify a region with a set saved for that region.)"
+        )
+
+
+def _quote_literal(text: str) -> str:
+    r"""``text`` as PostgreSQL's ``quote_literal`` writes it: quotes doubled, and
+    backslashes doubled behind an ``E`` prefix.
+
+    >>> print(_quote_literal("O'Hare"), _quote_literal("a\\b"))
+    'O''Hare' E'a\\b'
+    """
+    body = text.replace("'", "''").replace("\\", "\\\\")
+    return f"E'{body}'" if "\\" in text else f"'{body}'"
 
 
 def windows_text(windows: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from regime_pg.client import prototypes_document
-from regime_pg.connection import Connection, connect
+from regime_pg.connection import Connection, connect, translated_errors
 from regime_pg.document import PrototypeDocument, save_document
 from regime_pg.errors import (
     DimensionMismatchError,
@@ -32,6 +32,7 @@ from regime_pg.errors import (
     InvalidSetNameError,
     NoDataError,
     PrototypeSetExistsError,
+    RegionMismatchError,
     UnknownPrototypeSetError,
     UnknownRegionError,
 )
@@ -592,3 +593,29 @@ def test_factory_errors(client: Connection, tmp_path: Path) -> None:
     with pytest.raises(NoDataError, match=str(DAYS[0])):
         model.classify(DAYS[0], "US")
     assert model.classify(DAYS[1], "US").as_of_date == DAYS[1]
+
+
+def test_a_set_applied_to_another_region_is_refused_as_in_sql(client: Connection) -> None:
+    """model_from_set classifies the set's region only: the error SQL raises, typed the same,
+    with the same message (regions quoted as PostgreSQL's quote_literal writes them)."""
+    save_set(client, "us-v1", "US", WEAK)
+    day = DATA.dates[0]
+    for region in ("EU", "O'Brien \\x"):
+        insert_rows(client, region, [day], [DATA.on(day)])
+        with pytest.raises(RegionMismatchError) as in_sql, translated_errors():
+            client.execute(
+                "SELECT * FROM classify_regimes(%s, %s, %s, 'us-v1')", (region, day, day)
+            )
+        instruments = {"US": "US", region: region}
+        for model in (
+            model_from_set(client, "us-v1"),
+            model_from_set(client, "us-v1", region_instruments=instruments),
+        ):
+            with pytest.raises(RegionMismatchError) as in_python:
+                model.classify(day, region)
+            assert str(in_python.value) == str(in_sql.value)
+    assert str(in_python.value) == (
+        "prototype set 'us-v1' was saved for region 'US', not for region E'O''Brien \\\\x' "
+        "(hint: Classify a region with a set saved for that region.)"
+    )
+    assert model.classify(day, "US").region == "US"  # its own region still classifies
