@@ -132,6 +132,52 @@ class PrototypeDocument:
         return cls.from_json(obj)
 
 
+def check_l2_norms(document: PrototypeDocument) -> None:
+    """Raise ``InvalidDocumentError`` naming a prototype whose ``l2_norm`` is not its centre's.
+
+    A prototype without ``l2_norm`` passes.  The tolerance is relative,
+    ``embedding_dim * 2**-24`` (2.3e-5 at 384 dimensions): see ``_norm_tolerance``.
+
+    >>> fine = RegimePrototype("NEUTRAL", [3.0, 4.0], l2_norm=5.0000001)
+    >>> check_l2_norms(PrototypeDocument("US", (fine,)))
+    >>> wrong = RegimePrototype("CRISIS", [3.0, 4.0], l2_norm=5.01)
+    >>> check_l2_norms(PrototypeDocument("US", (wrong,)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.InvalidDocumentError: prototype CRISIS: l2_norm 5.01 is not the norm of ...
+    """
+    rel_tol, abs_tol = _norm_tolerance(document.embedding_dim)
+    for p in document.prototypes:
+        if p.l2_norm is None:
+            continue
+        norm = float(np.linalg.norm(p.center.astype(np.float64)))
+        if not math.isclose(p.l2_norm, norm, rel_tol=rel_tol, abs_tol=abs_tol):
+            raise InvalidDocumentError(
+                f"prototype {p.label}: l2_norm {p.l2_norm:.9g} is not the norm of its center, "
+                f"{norm:.9g} (relative tolerance {rel_tol:.2g})"
+            )
+
+
+def _norm_tolerance(dim: int) -> tuple[float, float]:
+    """(relative, absolute) tolerance between a document's ``l2_norm`` and its centre's norm.
+
+    Centres are written as the shortest decimals that read back to the same
+    float32, so the centre read here is exactly the float32 centre written;
+    ``l2_norm`` is a float64, written in full.  What may differ is how the
+    writer took the norm: regime-pg (pgvector's ``vector_norm``) sums float64
+    squares of the float32 values, within about ``dim * 2**-53``; a norm of
+    the float64 mean before it was rounded to float32 is within ``2**-24``
+    (every coordinate moved by at most that, relatively); a norm computed in
+    float32 arithmetic (``np.linalg.norm`` of the float32 centre, as the
+    calibration script could) is within ``dim / 2 * 2**-24`` plus one final
+    rounding.  ``dim * 2**-24`` covers all three and still rejects a norm
+    that belongs to another centre.  The absolute part, ``sqrt(dim *
+    2**-149)`` (about 1e-21), is what float32 squares of subnormal values
+    lose by underflowing to zero.
+    """
+    return dim * 2.0**-24, math.sqrt(dim * 2.0**-149)
+
+
 def load_document(path: str | os.PathLike[str]) -> PrototypeDocument:
     """Read a prototype document file.
 

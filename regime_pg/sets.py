@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from regime_pg.client import WindowLike, check_region, windows_json
 from regime_pg.connection import Connection, translated_errors
-from regime_pg.document import PrototypeDocument
+from regime_pg.document import PrototypeDocument, check_l2_norms
 from regime_pg.errors import InvalidDocumentError, RegionMismatchError
 from regime_pg.installation import qualified
 from regime_pg.softmax import TemperatureFit
@@ -136,12 +136,15 @@ def import_set(
     """Store a prototype document as a named set; ``temperature=None`` fits it.
 
     The document's region must be printable: a stored region is shown to
-    other users by ``regime-pg sets list``.
+    other users by ``regime-pg sets list``.  Each prototype's ``l2_norm``
+    must be the norm of its centre (``check_l2_norms``), else
+    ``InvalidDocumentError`` names the prototype and nothing is stored.
     """
     if not document.region.isprintable():
         raise InvalidDocumentError(
             f"the document's region {document.region[:40]!r} holds control characters"
         )
+    check_l2_norms(document)
     return _fetch_set(
         conn,
         "SELECT {columns} FROM {schema}.save_regime_prototype_set_from_document(%s, %s, %s)",

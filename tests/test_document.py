@@ -25,7 +25,7 @@ from regime_pg import (
     save_document,
 )
 from regime_pg.atomic import cannot_write, write_atomically, write_files_atomically
-from regime_pg.document import float32_json_values
+from regime_pg.document import check_l2_norms, float32_json_values
 
 
 def _prototype(label: str, center: np.ndarray, **extra: object) -> RegimePrototype:
@@ -394,3 +394,49 @@ def test_a_failed_write_names_the_callers_path_not_a_temporary_file(
         "cannot write x.csv: Permission denied"
     )
 
+
+# --------------------------------------------------------------------------- l2_norm
+
+
+def _norm_document(l2_norm: float, center: np.ndarray) -> PrototypeDocument:
+    return PrototypeDocument("US", (_prototype("CRISIS", center, l2_norm=l2_norm),))
+
+
+def test_l2_norms_as_writers_take_them_are_accepted() -> None:
+    """The float32 centre's norm in float64 (regime-pg), the norm of the float64 mean before
+    it was rounded, and norms taken in float32 arithmetic (numpy, a running sum)."""
+    mean = np.random.default_rng(5).standard_normal(384) * 3 + 0.5
+    center = mean.astype(np.float32)
+    exact = float(np.linalg.norm(center.astype(np.float64)))
+    running = float(np.sqrt(np.cumsum(center * center, dtype=np.float32)[-1]))
+    writers = {
+        "regime-pg": exact,
+        "float64 mean": float(np.linalg.norm(mean)),
+        "numpy float32": float(np.linalg.norm(center)),
+        "float32 running sum": running,
+    }
+    for writer, l2_norm in writers.items():
+        document = _norm_document(l2_norm, center)
+        check_l2_norms(document)  # raises for a rejected one
+        loaded = PrototypeDocument.loads(document.dumps())  # as written: shortest decimals
+        assert loaded.prototypes[0].l2_norm == l2_norm, writer
+        check_l2_norms(loaded)
+    assert 0 < abs(running - exact) / exact < 384 * 2.0**-24
+    check_l2_norms(PrototypeDocument("US", (_prototype("CRISIS", center),)))  # no l2_norm
+    check_l2_norms(_norm_document(0.0, np.zeros(384, np.float32)))
+    check_l2_norms(_norm_document(0.0, np.full(384, 1e-45, np.float32)))  # underflows in float32
+
+
+def test_an_l2_norm_of_another_centre_is_rejected_naming_the_prototype() -> None:
+    center = (np.random.default_rng(6).standard_normal(384) * 3).astype(np.float32)
+    exact = float(np.linalg.norm(center.astype(np.float64)))
+    wrong = exact * (1 + 1e-4)
+    with pytest.raises(InvalidDocumentError) as caught:
+        check_l2_norms(PrototypeDocument.loads(_norm_document(wrong, center).dumps()))
+    assert str(caught.value) == (
+        f"prototype CRISIS: l2_norm {wrong:.9g} is not the norm of its center, {exact:.9g} "
+        "(relative tolerance 2.3e-05)"
+    )
+    for bad in (-exact, 0.0, 1e38):
+        with pytest.raises(InvalidDocumentError, match=r"^prototype CRISIS: l2_norm "):
+            check_l2_norms(_norm_document(bad, center))

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import pytest
 
 from regime_pg.client import prototypes_document
 from regime_pg.connection import Connection, connect, translated_errors
-from regime_pg.document import PrototypeDocument, save_document
+from regime_pg.document import PrototypeDocument, load_document, save_document
 from regime_pg.errors import (
     DimensionMismatchError,
     InvalidDocumentError,
@@ -299,6 +299,9 @@ def test_import_then_get_gives_the_same_bytes(client: Connection, tmp_path: Path
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((3, DIM)).astype(np.float32) * 7
     centres[0, :7] = [0.1, -0.0, 1e-45, -1e-45, 3.4028235e38, -3.4028235e38, 1.1754942e-38]
+    # l2_norm is checked against the centre on import: 1e38-ish and 17 significant digits
+    big = float(np.linalg.norm(centres[0].astype(np.float64)))  # 4.81e38, beyond float32
+    centres[1] *= np.float32(12.345678901234567 / np.linalg.norm(centres[1].astype(np.float64)))
     document = PrototypeDocument(
         "US",
         (
@@ -308,7 +311,7 @@ def test_import_then_get_gives_the_same_bytes(client: Connection, tmp_path: Path
                 window=WEAK["CRISIS"],
                 n_dates=3,
                 n_skipped=1,
-                l2_norm=1e38,
+                l2_norm=big,
                 dispersion=0.25,
                 first_date=dt.date(2018, 7, 2),
                 last_date=dt.date(2018, 7, 4),
@@ -326,6 +329,33 @@ def test_import_then_get_gives_the_same_bytes(client: Connection, tmp_path: Path
     assert stored.info.windows == {"CRISIS": WEAK["CRISIS"].to_json()}
     crisis = stored.document.by_label()["CRISIS"].center
     assert np.array_equal(crisis.view(np.uint32), (centres[0] + np.float32(0)).view(np.uint32))
+
+
+def test_import_checks_each_l2_norm_against_its_centre(
+    client: Connection, tmp_path: Path
+) -> None:
+    """A norm taken in float32 arithmetic is accepted; a norm 1e-4 off is refused, typed,
+    naming the prototype, and nothing is stored."""
+    computed = prototypes_document(client, "US", WEAK)
+    crisis, neutral = computed.prototypes
+    float32_norm = float(np.linalg.norm(crisis.center))  # float32 arithmetic, as numpy does
+    assert float32_norm != crisis.l2_norm
+    accepted = PrototypeDocument("US", (replace(crisis, l2_norm=float32_norm), neutral))
+    path = tmp_path / "accepted.json"
+    save_document(accepted, path)
+    stored = import_set(client, "accepted", load_document(path))
+    assert stored.document.by_label()["CRISIS"].l2_norm == float32_norm
+    assert crisis.l2_norm is not None
+    wrong = crisis.l2_norm * (1 + 1e-4)
+    rejected = PrototypeDocument("US", (replace(crisis, l2_norm=wrong), neutral))
+    save_document(rejected, path)
+    with pytest.raises(InvalidDocumentError) as caught:
+        import_set(client, "rejected", load_document(path))
+    assert str(caught.value) == (
+        f"prototype CRISIS: l2_norm {wrong:.9g} is not the norm of its center, "
+        f"{crisis.l2_norm:.9g} (relative tolerance 2.3e-05)"
+    )
+    assert [info.name for info in list_sets(client)] == ["accepted"]
 
 
 def test_import_with_a_fitted_temperature_equals_the_computed_fit(client: Connection) -> None:
