@@ -112,6 +112,25 @@ def released_function(name: str, function: str) -> str:
     return "CREATE OR REPLACE FUNCTION " + body[len(heads[0]) - len(function) - 1 :]
 
 
+def released_view(name: str, view: str) -> str:
+    """``CREATE OR REPLACE VIEW`` text of ``view`` as released file ``name`` defines it.
+
+    The view counterpart of :func:`released_function`: replacing a view (same
+    columns) keeps its privileges and its comment, which dropping and creating
+    it again would lose, and leaves the functions that read it alone.
+
+    >>> released_view("prototypes--1.sql", "regime_embeddings_latest").split(" AS")[0]
+    'CREATE OR REPLACE VIEW regime_embeddings_latest WITH (security_invoker = true)'
+    """
+    text = read_sql(name)
+    heads = [h for h in (f"CREATE VIEW {view} ", f"CREATE OR REPLACE VIEW {view} ")
+             if h in text]
+    if len(heads) != 1 or text.count(heads[0]) != 1:
+        raise MigrationError(f"{name} does not define view {view} exactly once")
+    body = _statement_at(text, heads[0])
+    return "CREATE OR REPLACE VIEW " + body[len(heads[0]) - len(view) - 1 :]
+
+
 def target_schema(conn: Connection) -> str:
     """The schema regime-pg installs into: that of ``regimes``, else the current one."""
     schema = fetch_value(

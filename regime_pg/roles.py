@@ -115,10 +115,12 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "classify_regime",
     "classify_regimes",
     "regime_centroid_series",
-    # classify--2.sql (classify--3.sql replaces regime_classify_query)
+    # classify--2.sql (classify--3.sql and classify--4.sql replace regime_classify_query)
     "regime_classify_query",
     "regime_classify_prepare",
     "classify_regime_labels",
+    # classify--4.sql: the error of a distance that overflows float32
+    "regime_distance_overflow",
 )
 
 #: Functions that write prototype sets: writers only.

@@ -22,7 +22,9 @@ classify--3.sql (0012, sets of more than 50 prototypes), against version 1.
   on windows with and without duplicate dates; classify_regime_labels too,
   and ``regime-pg timeline --set``.  The statement for up to 50 prototypes is
   version 2's, character for character (that of classify_regime_labels for
-  any number); version 2's, for 51, is the error the fix removes.
+  any number) but for classify--4.sql's guard of the confidence (finding
+  F18, tests/test_classify_overflow.py); version 2's, for 51, is the error
+  the fix removes.
 * Downgrade to 0010 puts back the definition of a fresh install at 0010, and
   downgrade to 0011 that of 0011, keeping the privileges granted at head.
 
@@ -423,7 +425,10 @@ def test_query_text_formats_only_integers(conn: Connection) -> None:
     query = conn.execute(
         "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true, true)").fetchone()[0]
     assert "WHEN d.d2 THEN 2 WHEN d.d3 THEN 3 WHEN d.d1 THEN 1" in query
-    assert "'" not in query  # no literal of any kind: everything else is a parameter
+    # no literal but the constant Infinity of the overflow guard (classify--4.sql):
+    # everything else is a parameter
+    assert query.count("c.m < 'Infinity'") == 1
+    assert "'" not in query.replace("c.m < 'Infinity'", "")
     assert "jsonb_build_object" in query
     lean = conn.execute(
         "SELECT regime_classify_query(3, ARRAY[2, 3, 1], false, true, false)").fetchone()[0]
@@ -553,13 +558,24 @@ def queries(conn: Connection, function: str, n: int, order: list[int]) -> list[s
             in itertools.product((False, True), repeat=3)]
 
 
+def guarded(statement: str, n: int) -> str:
+    """Version 2's statement with classify--4.sql's guard around the confidence: the
+    error of a nearest distance that overflows float32 (finding F18) instead of NaN."""
+    terms = " + ".join(f"exp(greatest((c.m - c.d{i}) / $6, -700))" for i in range(1, n + 1))
+    bare = f", 1 / ({terms}),"
+    assert statement.count(bare) == 1
+    return statement.replace(bare, f", CASE WHEN c.m < 'Infinity' THEN 1 / ({terms})"
+                                   " ELSE regime_distance_overflow($1, c.as_of_date, NULL) END,")
+
+
 def test_statement_is_version_2s_up_to_50_prototypes(many: Connection) -> None:
-    """Up to 50, and without distances for any number, the text is version 2's;
-    beyond, version 2's one call becomes calls of at most 50 pairs joined by ||."""
+    """Up to 50, and without distances for any number, the text is version 2's (with
+    the overflow guard of version 4 around the confidence); beyond, version 2's one
+    call becomes calls of at most 50 pairs joined by ||."""
     rng = np.random.default_rng(50)
     for n in range(1, 131):
         order = [int(i) + 1 for i in rng.permutation(n)]
-        v2 = queries(many, "regime_classify_query_v2", n, order)
+        v2 = [guarded(s, n) for s in queries(many, "regime_classify_query_v2", n, order)]
         v3 = queries(many, "regime_classify_query", n, order)
         pairs = [f"$4[{i}], c.d{i}" for i in range(1, n + 1)]
         one_call = f"jsonb_build_object({', '.join(pairs)})"
@@ -643,7 +659,8 @@ def test_downgrade_restores_the_v1_definition_exactly(empty_db: str) -> None:
     assert names - {r[0] for r in before} == {
         "regime_classify_query(integer,integer[],boolean,boolean,boolean)",
         "regime_classify_prepare(text,date,date,text,integer,boolean)",
-        "classify_regime_labels(text,date,date,text,integer)"}
+        "classify_regime_labels(text,date,date,text,integer)",
+        "regime_distance_overflow(text,date,text)"}  # classify--4.sql (0017)
     migrate.downgrade(empty_db, "0010")
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(FUNCTIONS).fetchall() == before

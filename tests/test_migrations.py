@@ -974,19 +974,36 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 to 0014 change functions only: both ways, they run while regimes is locked."""
+    """0010 to 0014, and 0016 on, change functions only: both ways, they run while
+    regimes is locked.  0015 replaces the view, whose query names regimes: like any
+    query it takes ACCESS SHARE on regimes, so it runs beside an engine's open insert
+    (ROW EXCLUSIVE), both ways."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
     # a lock wait fails after 2 s instead of hanging the test
     waiting = psycopg.conninfo.make_conninfo(empty_db, options="-c lock_timeout=2000")
-    with psycopg.connect(empty_db) as holder:
-        holder.execute("LOCK TABLE regimes IN ACCESS EXCLUSIVE MODE")
-        migrate.upgrade(waiting)
-        assert migrate.current_revision(waiting) == HEAD
-        migrate.downgrade(waiting, "0009")
-        assert migrate.current_revision(waiting) == "0009"
-        holder.rollback()
+
+    def while_locked(up: str, down: str) -> None:
+        with psycopg.connect(empty_db) as holder:
+            holder.execute("LOCK TABLE regimes IN ACCESS EXCLUSIVE MODE")
+            migrate.upgrade(waiting, up)
+            assert migrate.current_revision(waiting) == up
+            migrate.downgrade(waiting, down)
+            assert migrate.current_revision(waiting) == down
+            migrate.upgrade(waiting, up)
+            holder.rollback()
+
+    while_locked("0014", "0009")
+    with psycopg.connect(empty_db) as engine:
+        insert_rows(engine, "US", [dt.date(2020, 1, 2)], [np.ones(DIM, dtype="<f4")])
+        migrate.upgrade(waiting, "0015")
+        migrate.downgrade(waiting, "0014")
+        migrate.upgrade(waiting, "0015")
+        assert migrate.current_revision(waiting) == "0015"
+        engine.rollback()
+    while_locked(HEAD, "0015")
+    assert migrate.current_revision(empty_db) == HEAD
 
 
 #: Every routine regime-pg created in public: definition, flags, cost, settings,
@@ -999,16 +1016,27 @@ ROUTINES = routines_query(
 )
 
 
+#: Every view regime-pg created in public: definition, options, privileges, comment.
+VIEWS = """
+    SELECT c.oid::regclass::text, pg_get_viewdef(c.oid), c.reloptions, c.relacl,
+           obj_description(c.oid, 'pg_class')
+      FROM pg_class AS c
+     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
+     ORDER BY 1
+"""
+
+
 def routines(dsn: str) -> list[tuple[object, ...]]:
+    """The routines (``ROUTINES``), then the views (``VIEWS``)."""
     with _connect(dsn) as conn:
-        return [tuple(row) for row in conn.execute(ROUTINES).fetchall()]
+        return [tuple(row) for query in (ROUTINES, VIEWS) for row in conn.execute(query).fetchall()]
 
 
 def test_every_downgrade_gives_the_routines_of_a_fresh_install(empty_db: str) -> None:
     """Up one revision at a time from base, then down one at a time from head: at
-    every revision the routines are exactly those the upgrade to it created
-    (definitions, flags, settings, privileges, comments), so each downgrade puts
-    back the released definitions."""
+    every revision the routines and views are exactly those the upgrade to it
+    created (definitions, flags, settings, options, privileges, comments), so
+    each downgrade puts back the released definitions."""
     script = ScriptDirectory.from_config(migrate.alembic_config())
     chain = [rev.revision for rev in script.walk_revisions("base", "heads")][::-1]
     fresh: dict[str, list[tuple[object, ...]]] = {}
@@ -1016,6 +1044,10 @@ def test_every_downgrade_gives_the_routines_of_a_fresh_install(empty_db: str) ->
         migrate.upgrade(empty_db, revision)
         fresh[revision] = routines(empty_db)
     assert fresh[HEAD] != fresh[chain[-2]]
+    # 0015 changes the view only: the walk sees views too
+    assert [r for r in fresh["0015"] if r[0] == "regime_embeddings_latest"] != [
+        r for r in fresh["0014"] if r[0] == "regime_embeddings_latest"
+    ]
     for revision in reversed(chain[:-1]):
         migrate.downgrade(empty_db, revision)
         assert routines(empty_db) == fresh[revision], revision
