@@ -981,11 +981,34 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
     waiting = psycopg.conninfo.make_conninfo(empty_db, options="-c lock_timeout=2000")
     with psycopg.connect(empty_db) as holder:
         holder.execute("LOCK TABLE regimes IN ACCESS EXCLUSIVE MODE")
-        migrate.upgrade(waiting)
-        assert migrate.current_revision(waiting) == HEAD
+        migrate.upgrade(waiting, "0014")
+        assert migrate.current_revision(waiting) == "0014"
         migrate.downgrade(waiting, "0009")
         assert migrate.current_revision(waiting) == "0009"
         holder.rollback()
+
+
+def test_bucket_sums_revision_does_not_wait_for_the_engines_writes(empty_db: str) -> None:
+    """0018 reads regimes' definition (ACCESS SHARE), so it runs beside a writer's open
+    transaction, both ways; it adds no trigger (regime_bucket_sums_enable() does)."""
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        create_engine_schema(conn)
+    before = str(ScriptDirectory.from_config(migrate.alembic_config())
+                 .get_revision("0018").down_revision)
+    migrate.upgrade(empty_db, before)
+    waiting = psycopg.conninfo.make_conninfo(empty_db, options="-c lock_timeout=2000")
+    with psycopg.connect(empty_db) as writer:
+        writer.execute("LOCK TABLE regimes IN ROW EXCLUSIVE MODE")
+        migrate.upgrade(waiting, "0018")
+        with _connect(waiting) as conn:
+            triggers = conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'regimes'::regclass"
+                " AND tgname LIKE 'regime_pg_bucket_sums%'"
+            ).fetchone()
+        assert triggers == (0,)
+        migrate.downgrade(waiting, before)
+        assert migrate.current_revision(waiting) == before
+        writer.rollback()
 
 
 #: Every routine regime-pg created in public: definition, flags, cost, settings,
