@@ -25,7 +25,7 @@ from alembic import op
 from regime_pg.migration_ops import released_function, run_sql, run_sql_file
 
 revision = "0018"
-down_revision = "0014"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
