@@ -13,6 +13,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 from psycopg.abc import Buffer
+from psycopg.errors import Diagnostic
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection, vector_to_numpy
@@ -44,13 +45,17 @@ class Config:
     heavy_rounds: int = 3
     b5_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     b5_rounds: int = 40
+    write_rounds: int = 30
+    copy_rows: int = 100_000
+    copy_rounds: int = 3
     seed: int = 20261125
 
     @staticmethod
     def for_mode(mode: str) -> Config:
         if mode == "quick":
             return Config("quick", b1_regions=4, b1_years=3, b1_rounds=40, big_rows=40_000,
-                          heavy_rounds=3, b5_sizes=(6_000, 20_000, 60_000), b5_rounds=15)
+                          heavy_rounds=3, b5_sizes=(6_000, 20_000, 60_000), b5_rounds=15,
+                          write_rounds=10, copy_rows=20_000, copy_rounds=2)
         if mode == "full":
             return Config("full", b5_sizes=(10_000, 100_000, 1_000_000, 10_000_000))
         return Config("default")
@@ -99,6 +104,87 @@ def server_center(conn: Connection, window: tuple[str, dt.date, dt.date]) -> npt
     return vector_to_numpy(row[5])
 
 
+# --------------------------------------------------------------------------- stored sums
+
+
+SUMS_SIZES_SQL = """
+    SELECT (SELECT count(*) FROM regime_bucket_sums),
+           (SELECT count(*) FROM regime_bucket_group_sums),
+           pg_total_relation_size('regime_bucket_sums') / 1048576.0,
+           pg_total_relation_size('regime_bucket_group_sums') / 1048576.0,
+           pg_total_relation_size('regimes') / 1048576.0,
+           regime_bucket_sums_enabled()
+"""
+
+
+def stored_sums_database(database: str) -> str:
+    """The name of the copy of ``database`` that has stored bucket sums enabled."""
+    return f"{database}_sums"
+
+
+def enable_stored_sums(server: BenchServer, database: str) -> dict[str, Any]:
+    """A file copy of ``database``, then ``regime_bucket_sums_enable()`` in it, timed.
+
+    The copy keeps ``database`` itself on the default path, so both paths
+    can be measured in the same interleaved rounds against the same rows.
+    The sums tables are then vacuumed and analysed, as autovacuum would
+    leave them.
+    """
+    name = stored_sums_database(database)
+    copy_s, _ = timed(lambda: server.copy_database(name, database))
+    with server.connect(name) as conn:
+        enable_s, stored = timed(
+            lambda: conn.execute("SELECT regime_bucket_sums_enable()").fetchone())
+        conn.execute("VACUUM ANALYZE regime_bucket_sums, regime_bucket_group_sums")
+        row = cast("tuple[int, int, Decimal, Decimal, Decimal, bool] | None",
+                   conn.execute(SUMS_SIZES_SQL).fetchone())
+    assert row is not None and stored is not None
+    if not row[5]:
+        raise RuntimeError(f"regime_bucket_sums_enabled() is false in {name} after enabling")
+    progress(f"stored sums: {name} copied in {copy_s:.1f} s, enabled in {enable_s:.1f} s "
+             f"({row[0]:,} buckets, {row[1]:,} groups)")
+    return {
+        "database": name,
+        "copy_s": copy_s,
+        "enable_s": enable_s,
+        "buckets": int(row[0]),
+        "groups": int(row[1]),
+        "bucket_sums_mb": float(row[2]),
+        "group_sums_mb": float(row[3]),
+        "regimes_mb": float(row[4]),
+    }
+
+
+class WarningCounter:
+    """Counts the WARNINGs a connection receives (stale stored sums raise one)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.messages: list[str] = []
+
+    def __call__(self, diag: Diagnostic) -> None:
+        if diag.severity_nonlocalized == "WARNING":
+            self.count += 1
+            if len(self.messages) < 5:
+                self.messages.append(str(diag.message_primary))
+
+
+def sums_connection(server: BenchServer, database: str) -> tuple[Connection, WarningCounter]:
+    """A connection to the stored-sums copy of ``database``, its WARNINGs counted."""
+    conn = server.connect(stored_sums_database(database))
+    counter = WarningCounter()
+    conn.add_notice_handler(counter)
+    enabled = cast("tuple[bool] | None",
+                   conn.execute("SELECT regime_bucket_sums_enabled()").fetchone())
+    assert enabled is not None and enabled[0], "stored sums are not enabled"
+    return conn, counter
+
+
+def ms(stats: dict[str, Any]) -> dict[str, float]:
+    """A ``summary`` in milliseconds (its count as it is), without its samples."""
+    return {k: v if k == "n" else v * 1e3 for k, v in stats.items() if k != "samples"}
+
+
 # --------------------------------------------------------------------------- B1
 
 
@@ -137,15 +223,16 @@ def one_year_windows(cfg: Config, year: int) -> Iterator[tuple[str, dt.date, dt.
         r += 7
 
 
-def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
-    progress("B1: one-year window, server function vs client path")
+def run_b1(server: BenchServer, cfg: Config, sums_setup: dict[str, Any]) -> dict[str, Any]:
+    progress("B1: one-year window, server function (default and stored sums) vs client path")
     year = 2024 - cfg.b1_years // 2
+    sums, warnings = sums_connection(server, "bench_b1")
     with (server.connect("bench_b1") as srv, server.connect("bench_b1") as cli,
-          server.connect("bench_b1") as cli_bin):
+          server.connect("bench_b1") as cli_bin, sums):
         windows = one_year_windows(cfg, year)
-        samples: dict[str, list[float]] = {"server": [], "client": [], "client_binary": [],
-                                           "sum_floor": []}
-        worst = 0.0
+        samples: dict[str, list[float]] = {"server": [], "server_sums": [], "client": [],
+                                           "client_binary": [], "sum_floor": []}
+        worst = worst_sums = 0.0
         n_dates = []
         binary = cli_bin.cursor(binary=True)
 
@@ -155,6 +242,8 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
 
         paths: dict[str, Callable[[tuple[str, dt.date, dt.date]], Any]] = {
             "server": lambda w: server_center(srv, w),
+            # the same rows in the copy of bench_b1 with stored sums enabled
+            "server_sums": lambda w: server_center(sums, w),
             "client": lambda w: client_mean(cli, w),
             "client_binary": client_binary,
             # the least any server path can do: one float32 sum(vector), nothing else
@@ -178,11 +267,14 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
             n_dates.append(len(x))
             worst = max(worst, bound_ratio(results["server"], x.mean(axis=0),
                                            np.abs(x).mean(axis=0)))
+            worst_sums = max(worst_sums, bound_ratio(results["server_sums"], x.mean(axis=0),
+                                                     np.abs(x).mean(axis=0)))
         # the same window again and again: its rows stay in shared buffers and
         # in the CPU's caches, for both paths (a new window each round reads
         # about 400 KB of vectors, or of BYTEA, from memory first)
         hot_window = next(windows)
         hot = paired({"server": lambda: server_center(srv, hot_window),
+                      "server_sums": lambda: server_center(sums, hot_window),
                       "client": lambda: client_mean(cli, hot_window)},
                      repeats=max(cfg.b1_rounds // 3, 10), warmup=10)
     stats = {name: summary(values) for name, values in samples.items()}
@@ -198,6 +290,19 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
         "sum_floor_ms": {k: v * 1e3 for k, v in stats["sum_floor"].items() if k != "samples"},
         "client_over_sum_floor": ratio(stats["client"], stats["sum_floor"]),
         "goal": 5.0,
+        "stored_sums": {
+            **sums_setup,
+            "server_ms": ms(stats["server_sums"]),
+            "speedup": ratio(stats["client"], stats["server_sums"]),
+            # above 1: the stored sums are faster than the default server path
+            "default_over_stored_sums": ratio(stats["server"], stats["server_sums"]),
+            "hot_server_ms": ms(hot["server_sums"]),
+            "hot_speedup": ratio(hot["client"], hot["server_sums"]),
+            "hot_default_over_stored_sums": ratio(hot["server"], hot["server_sums"]),
+            "center_error_vs_bound": worst_sums,
+            "warnings": warnings.count,
+            "warning_messages": warnings.messages,
+        },
         "hot": {
             "window": f"{hot_window[0]} {year}, the same window every round",
             "server_ms": {k: v * 1e3 for k, v in hot["server"].items() if k != "samples"},
@@ -206,6 +311,113 @@ def run_b1(server: BenchServer, cfg: Config) -> dict[str, Any]:
         },
         "center_error_vs_bound": worst,
         "samples_s": {k: v["samples"] for k, v in stats.items()},
+    }
+
+
+# --------------------------------------------------------------------------- writes
+
+
+WRITE_REGIONS = 20
+INSERT_COLUMNS = "regime_record_id, as_of_date, region, regime_label, regime_embedding, confidence"
+
+
+def insert_day_sql(regions: int) -> str:
+    """One multi-row INSERT of ``regions`` engine rows (BYTEA only: the sync trigger converts)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * regions)
+    return f"INSERT INTO regimes ({INSERT_COLUMNS}) VALUES {values}"
+
+
+def trading_day_rows(day: dt.date, x: npt.NDArray[np.float32]
+                     ) -> list[str | dt.date | bytes | float]:
+    """The parameters of ``insert_day_sql(len(x))``: one row per region, R00, R01, ..."""
+    params: list[str | dt.date | bytes | float] = []
+    for r, vector in enumerate(x):
+        region = f"R{r:02d}"
+        params += [f"W-{region}-{day.isoformat()}", day, region, "NEUTRAL",
+                   vector.astype("<f4").tobytes(), 0.5]
+    return params
+
+
+def run_writes(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    """The stored sums' triggers' cost on the engine's writes: bench_b1 against its copy.
+
+    Both databases get the same rows, in interleaved rounds: a trading day
+    of 20 regions after the B1 data (one INSERT, autocommit, the sync trigger
+    converting the BYTEA), and a bulk COPY of new regions.
+    """
+    progress(f"writes: one trading day x {WRITE_REGIONS} regions ({cfg.write_rounds} rounds), "
+             f"COPY of {cfg.copy_rows:,} rows ({cfg.copy_rounds} rounds), sums off vs on")
+    rng = np.random.default_rng(cfg.seed + 7)
+    days = [dt.date.fromordinal(int(d))
+            for d in data.business_days(dt.date(2025, 1, 1).toordinal(), cfg.write_rounds + 1)]
+    day_x = [data.embeddings(rng, WRITE_REGIONS, np.zeros(data.DIM, dtype="<f4"))
+             for _ in days]
+    insert_sql = insert_day_sql(WRITE_REGIONS)
+    # COPY: 20 new regions a round, business days from 1900 on (before any B1 row)
+    per_region = max(cfg.copy_rows // WRITE_REGIONS, 1)
+    copy_days = data.business_days(dt.date(1900, 1, 1).toordinal(), per_region)
+    copy_x = data.embeddings(rng, per_region, np.zeros(data.DIM, dtype="<f4"))
+    sums, warnings = sums_connection(server, "bench_b1")
+    with server.connect("bench_b1") as off, sums as on:
+
+        def writer(conn: Connection) -> tuple[Callable[[], Any], Callable[[], Any]]:
+            day_index = iter(range(len(days)))
+            copy_round = iter(range(cfg.copy_rounds + 1))
+
+            def insert() -> None:
+                i = next(day_index)
+                conn.execute(insert_sql, trading_day_rows(days[i], day_x[i]))
+
+            def copy() -> None:
+                # the batch-converted binary COPY (BYTEA and vector from the
+                # client), the sync trigger disabled outside the timing
+                c = next(copy_round)
+                data.copy_regions_converted(
+                    conn, [f"C{c:02d}{r:02d}" for r in range(WRITE_REGIONS)], copy_days, copy_x)
+
+            return insert, copy
+
+        insert_off, copy_off = writer(off)
+        insert_on, copy_on = writer(on)
+        inserts = paired({"off": insert_off, "on": insert_on},
+                         repeats=cfg.write_rounds, warmup=1)
+        for conn in (off, on):
+            conn.execute("ALTER TABLE regimes DISABLE TRIGGER regime_pg_embedding_sync")
+        try:
+            copies = paired({"off": copy_off, "on": copy_on},
+                            repeats=cfg.copy_rounds, warmup=1)
+        finally:
+            for conn in (off, on):
+                conn.execute("ALTER TABLE regimes ENABLE TRIGGER regime_pg_embedding_sync")
+        counts = [cast("tuple[int] | None", conn.execute(
+            "SELECT count(*) FROM regimes WHERE regime_record_id LIKE 'W-%'"
+            " OR region LIKE 'C%'").fetchone()) for conn in (off, on)]
+    assert all(c is not None for c in counts)
+    written = [c[0] for c in counts if c is not None]
+    if written[0] != written[1]:
+        raise RuntimeError(f"the two databases got different writes: {written}")
+    return {
+        "insert": {
+            "statement": f"one INSERT of {WRITE_REGIONS} rows (one trading day, one row a "
+                         "region), BYTEA only, the sync trigger converting; autocommit",
+            "disabled_ms": ms(inserts["off"]),
+            "enabled_ms": ms(inserts["on"]),
+            "enabled_over_disabled": ratio(inserts["on"], inserts["off"]),
+        },
+        "copy": {
+            "rows": per_region * WRITE_REGIONS,
+            "statement": f"binary COPY of {per_region * WRITE_REGIONS:,} rows ({WRITE_REGIONS} "
+                         "new regions), BYTEA and vector from the client, the sync trigger "
+                         "disabled (one COPY statement, autocommit)",
+            "disabled_s": {k: v for k, v in copies["off"].items() if k != "samples"},
+            "enabled_s": {k: v for k, v in copies["on"].items() if k != "samples"},
+            "enabled_over_disabled": ratio(copies["on"], copies["off"]),
+        },
+        "rows_written_each": written[0],
+        "warnings": warnings.count,
+        "samples_s": {"insert_off": inserts["off"]["samples"],
+                      "insert_on": inserts["on"]["samples"],
+                      "copy_off": copies["off"]["samples"], "copy_on": copies["on"]["samples"]},
     }
 
 
@@ -256,16 +468,22 @@ def load_big(server: BenchServer, cfg: Config) -> tuple[BigWindow, dict[str, Any
              "load_s": took})
 
 
-def run_b2(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
-    progress(f"B2: window of {big.rows:,} rows, server vs client ({cfg.heavy_rounds} rounds)")
+def run_b2(server: BenchServer, cfg: Config, big: BigWindow,
+           sums_setup: dict[str, Any]) -> dict[str, Any]:
+    progress(f"B2: window of {big.rows:,} rows, server (default and stored sums) vs client "
+             f"({cfg.heavy_rounds} rounds)")
+    sums, warnings = sums_connection(server, "bench_big")
     with (server.connect("bench_big") as srv, server.connect("bench_big") as one,
-          server.connect("bench_big") as cli):
+          server.connect("bench_big") as cli, sums):
         one.execute(ONE_CORE)
         stats = paired({
             "server": lambda: server_center(srv, big.window),
             "server_one_core": lambda: server_center(one, big.window),
+            # the same rows in the copy of bench_big with stored sums enabled
+            "server_sums": lambda: server_center(sums, big.window),
             "client": lambda: client_mean_streamed(cli, big.window),
         }, repeats=cfg.heavy_rounds, warmup=1)
+        sums_error = bound_ratio(server_center(sums, big.window), big.exact, big.mean_abs)
         floors = paired({
             "count_star": lambda: one.execute(
                 "SELECT count(*) FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s",
@@ -282,6 +500,15 @@ def run_b2(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
         "us_per_row": per,
         "speedup": ratio(stats["client"], stats["server"]),
         "speedup_one_core": ratio(stats["client"], stats["server_one_core"]),
+        "stored_sums": {
+            **sums_setup,
+            "speedup": ratio(stats["client"], stats["server_sums"]),
+            # above 1: the stored sums are faster than the default server path
+            "default_over_stored_sums": ratio(stats["server"], stats["server_sums"]),
+            "center_error_vs_bound": sums_error,
+            "warnings": warnings.count,
+            "warning_messages": warnings.messages,
+        },
         "server_one_core_vs_count_star": ratio(stats["server_one_core"], floors["count_star"]),
         "server_one_core_vs_heap_scan": ratio(stats["server_one_core"], floors["count_vector"]),
         "count_star_plan": plan_summary(plan_count)["nodes"],

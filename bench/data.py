@@ -94,6 +94,19 @@ def copy_through_trigger(conn: Connection, region: str, ordinals: npt.NDArray[np
     _copy(conn, _rows(region, ordinals, x, with_vector=False), with_vector=False)
 
 
+def copy_regions_converted(conn: Connection, regions: list[str],
+                           ordinals: npt.NDArray[np.int64], x: npt.NDArray[np.float32]) -> None:
+    """One COPY of the same dates and vectors for each of ``regions`` (names of one length),
+    BYTEA and the vector converted by the client; the triggers are left as they are."""
+    first = _rows(regions[0], ordinals, x, with_vector=True)
+    # filled slice by slice: np.concatenate would promote the fields to native byte order
+    rows = np.empty(len(first) * len(regions), dtype=first.dtype)
+    rows[:len(first)] = first
+    for i, region in enumerate(regions[1:], start=1):
+        rows[i * len(first):(i + 1) * len(first)] = _rows(region, ordinals, x, with_vector=True)
+    _copy(conn, rows, with_vector=True)
+
+
 def copy_batch_converted(conn: Connection, batches: Iterator[tuple[str, npt.NDArray[np.int64],
                                                                    npt.NDArray[np.float32]]]
                          ) -> int:

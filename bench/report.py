@@ -29,6 +29,15 @@ def _ms(d: dict[str, float]) -> str:
     return f"{d['median']:.3f} ({d['min']:.3f}..{d['max']:.3f})"
 
 
+def _x2(r: dict[str, Any]) -> str:
+    """A ratio near 1 as 'median x (round range min..max)', two decimals."""
+    return f"{r['median']:.2f}x ({r['round_min']:.2f}..{r['round_max']:.2f})"
+
+
+def _s(d: dict[str, float]) -> str:
+    return f"{d['median']:.2f} ({d['min']:.2f}..{d['max']:.2f})"
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -47,6 +56,7 @@ def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     pg = meta["environment"]["postgresql"]
     b1, b2, b3, b4, b5, b6 = (results[k] for k in ("b1", "b2", "b3", "b4", "b5", "b6"))
+    s1, s2, writes = b1["stored_sums"], b2["stored_sums"], results["writes"]
     two = b3["us_per_row_one_core"]["two_level"]
     lines = [
         f"# regime-pg benchmark ({meta['mode']} run, {meta['started']})",
@@ -73,10 +83,20 @@ def markdown(results: dict[str, Any]) -> str:
         "| B1, the same window every round (hot) | "
         f"{_ms(b1['hot']['server_ms'])} ms | client path {_ms(b1['hot']['client_ms'])} ms | "
         f"{_x(b1['hot']['speedup'])} | >= 5x | {_met(b1['hot']['speedup']['median'] >= 5)} |",
+        "| B1 with stored sums (`regime_bucket_sums_enable()` in a copy of the B1 database) | "
+        f"{_ms(s1['server_ms'])} ms; hot {_ms(s1['hot_server_ms'])} ms | client path | "
+        f"{_x(s1['speedup'])}; hot {_x(s1['hot_speedup'])}; default server / stored sums "
+        f"{_x2(s1['default_over_stored_sums'])} | >= 5x | {_met(s1['speedup']['median'] >= 5)}"
+        f" (a new window each round), {_met(s1['hot_speedup']['median'] >= 5)} (hot) |",
         f"| B2 throughput, {b2['rows']:,}-row window | server "
         f"{_us(b2['us_per_row']['server'])} us/row | client "
         f"{_us(b2['us_per_row']['client'])} us/row | {_x(b2['speedup'])} | >= 15x | "
         f"{_met(b2['speedup']['median'] >= 15)} |",
+        "| B2, server with stored sums (a copy of the database, "
+        f"enabled in {s2['enable_s']:.1f} s) | {_us(b2['us_per_row']['server_sums'])} us/row | "
+        f"client {_us(b2['us_per_row']['client'])} us/row | {_x(s2['speedup'])}; default "
+        f"server / stored sums {_x2(s2['default_over_stored_sums'])} | >= 15x | "
+        f"{_met(s2['speedup']['median'] >= 15)} |",
         f"| B2 on one core | server {_us(b2['us_per_row']['server_one_core'])} us/row | "
         f"scan floor: count(*) {_us(b2['us_per_row']['count_star'])}, heap scan "
         f"{_us(b2['us_per_row']['count_vector'])} us/row | "
@@ -115,6 +135,40 @@ def markdown(results: dict[str, Any]) -> str:
         f"call {b6['toast_blocks_per_server_call']:.1f} | client path: "
         f"{b6['toast_blocks_per_client_call']:.0f} TOAST blocks per call | | no TOAST | "
         f"{_met(b6['toast_blocks_per_server_call'] == 0)} |",
+        "| Writes with stored sums: one trading day x 20 regions, one INSERT (sync trigger on) | "
+        f"enabled {_ms(writes['insert']['enabled_ms'])} ms | disabled "
+        f"{_ms(writes['insert']['disabled_ms'])} ms | "
+        f"{_x2(writes['insert']['enabled_over_disabled'])} the disabled time | | |",
+        f"| Writes with stored sums: COPY of {writes['copy']['rows']:,} rows (batch-converted) | "
+        f"enabled {_s(writes['copy']['enabled_s'])} s | disabled "
+        f"{_s(writes['copy']['disabled_s'])} s | "
+        f"{_x2(writes['copy']['enabled_over_disabled'])} the disabled time | | |",
+        "",
+        "## Stored bucket sums",
+        "",
+        "`regime_bucket_sums_enable()` runs in a file copy of the B1 and of the B2 database "
+        "(`CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY`), whose sums tables are then "
+        "vacuumed and analysed; the original stays on the default path, and both are "
+        "measured in the same interleaved rounds against the same client baseline. "
+        "\"default server / stored sums\" above 1 means the stored sums are faster.",
+        "",
+        "| database | regimes MB | enable s | buckets | groups | sums MB (buckets + groups) | "
+        "centre error / bound | stale-sums WARNINGs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, st in (("B1", s1), ("B2", s2)):
+        lines.append(
+            f"| {label} ({st['database']}) | {st['regimes_mb']:,.0f} | {st['enable_s']:.2f} | "
+            f"{st['buckets']:,} | {st['groups']:,} | {st['bucket_sums_mb']:.2f} + "
+            f"{st['group_sums_mb']:.2f} | {st['center_error_vs_bound']:.3f} | "
+            f"{st['warnings']} |")
+    lines += [
+        "",
+        f"The triggers' cost on the engine's writes, in bench_b1 and its copy with stored sums "
+        f"(the same rows written to both, interleaved): {writes['insert']['statement']}, "
+        f"{writes['insert']['disabled_ms']['n']} rounds; {writes['copy']['statement']}, "
+        f"{writes['copy']['disabled_s']['n']} rounds. Stale-sums WARNINGs: "
+        f"{writes['warnings']}.",
         "",
         "## B5: latency against table size",
         "",

@@ -16,6 +16,11 @@ those on the tables and the view the functions read and write:
   ``regime_prototype_set_members`` (``USAGE`` on their sequences, if any) and
   ``EXECUTE`` on the functions that write them.  No ``UPDATE`` (a saved set
   never changes) and no ``TRUNCATE``.  Neither role may change ``regimes``.
+* an **engine** role, one that writes ``regimes``, needs ``SELECT``,
+  ``INSERT``, ``UPDATE`` and ``DELETE`` on the stored bucket sums
+  (``regime_bucket_sums``, ``regime_bucket_group_sums``) before they are
+  enabled: their triggers run as the role writing ``regimes``.  Readers may
+  ``SELECT`` them.
 
 Nothing global is created: these functions grant to, and revoke from, a role
 that already exists (``CREATE ROLE`` stays the database administrator's step,
@@ -44,7 +49,8 @@ from psycopg.pq import TransactionStatus
 
 from regime_pg.errors import InvalidInputError, RegimePgError, SchemaNotReadyError
 
-#: Functions the engine's insert path runs, through trigger ``regime_pg_embedding_sync``.
+#: Functions the engine's insert path runs, through trigger ``regime_pg_embedding_sync``
+#: and, once stored bucket sums are enabled, the ``regime_pg_bucket_sums_*`` triggers.
 #: The trigger runs as whichever role inserts into ``regimes``, and PostgreSQL checks
 #: EXECUTE on the functions it calls: they must stay executable by that role, so
 #: regime-pg keeps PostgreSQL's default EXECUTE for PUBLIC on them.
@@ -52,6 +58,9 @@ ENGINE_INSERT_PATH_FUNCTIONS: tuple[str, ...] = (
     "regime_embedding_dim",
     "regime_float32le_decode",
     "regime_embedding_convert",
+    "regime_bucket_first_day",
+    "regime_bucket_sums_of_rows",
+    "regime_bucket_sums_refresh",
 )
 
 #: Trigger functions.  Nobody calls them directly (PostgreSQL does not check EXECUTE
@@ -64,6 +73,8 @@ TRIGGER_FUNCTIONS: tuple[str, ...] = (
     "regime_prototype_set_member_removed",
     "regime_prototype_set_members_truncated",
     "regime_prototype_set_complete",
+    "regime_bucket_sums_changed",
+    "regime_bucket_sums_truncated",
 )
 
 #: Read-only functions a reader may execute (those not installed are skipped).
@@ -121,6 +132,14 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "classify_regime_labels",
     # classify--4.sql: the error of a distance that overflows float32
     "regime_distance_overflow",
+    # bucket_sums--1.sql
+    "regime_bucket_first_day",
+    "regime_bucket_sums_of_rows",
+    "regime_calendar_grid_state",
+    "regime_window_distances_counted",
+    "regime_bucket_sums_enabled",
+    "regime_prototype_from_bucket_sums",
+    "regime_prototype_from_bucket_sums_custom_plans",
 )
 
 #: Functions that write prototype sets: writers only.
@@ -131,9 +150,20 @@ WRITER_FUNCTIONS: tuple[str, ...] = (
     "delete_regime_prototype_set",
 )
 
+#: Functions that turn stored bucket sums on or off: they create or drop triggers on
+#: ``regimes``, so only its owner (the role that ran regime-pg migrate) runs them.
+ADMIN_FUNCTIONS: tuple[str, ...] = (
+    "regime_bucket_sums_enable",
+    "regime_bucket_sums_disable",
+)
+
 #: Every function regime-pg's migrations create, by name.
 KNOWN_FUNCTIONS: frozenset[str] = frozenset(
-    ENGINE_INSERT_PATH_FUNCTIONS + TRIGGER_FUNCTIONS + READER_FUNCTIONS + WRITER_FUNCTIONS
+    ENGINE_INSERT_PATH_FUNCTIONS
+    + TRIGGER_FUNCTIONS
+    + READER_FUNCTIONS
+    + WRITER_FUNCTIONS
+    + ADMIN_FUNCTIONS
 )
 
 #: The columns of ``regimes`` the functions read (directly or through the view).
@@ -150,6 +180,12 @@ READER_VIEWS: tuple[str, ...] = ("regime_embeddings_latest",)
 
 #: The prototype-set tables: readers may SELECT from them.
 SET_TABLES: tuple[str, ...] = ("regime_prototype_sets", "regime_prototype_set_members")
+
+#: The stored bucket sums (bucket_sums--1.sql): readers may SELECT from them.
+SUMS_TABLES: tuple[str, ...] = ("regime_bucket_sums", "regime_bucket_group_sums")
+
+#: What a role that writes ``regimes`` needs on the stored sums, for their triggers.
+ENGINE_TABLE_PRIVILEGES: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 #: What a writer may do on each set table beyond SELECT.  A saved set never changes
 #: (triggers reject UPDATE), so no UPDATE; members go with their set through the
@@ -266,7 +302,7 @@ def inspect_installation(conn: Connection, schema: str | None = None) -> Install
         for name, oid in conn.execute(
             "SELECT relname, oid FROM pg_class WHERE relnamespace = %s::oid"
             " AND relname = ANY(%s) AND relkind IN ('r', 'v', 'p')",
-            (nsp_oid, ["regimes", *READER_VIEWS, *SET_TABLES]),
+            (nsp_oid, ["regimes", *READER_VIEWS, *SET_TABLES, *SUMS_TABLES]),
         ).fetchall()
     }
     if "regimes" not in relations or not any(
@@ -347,7 +383,7 @@ def reader_privileges(installation: Installation) -> list[Privilege]:
     )
     out.extend(
         Privilege(sql.SQL("SELECT"), _table(schema, relation))
-        for relation in (*READER_VIEWS, *SET_TABLES)
+        for relation in (*READER_VIEWS, *SET_TABLES, *SUMS_TABLES)
         if relation in installation.relations
     )
     out.extend(
@@ -376,8 +412,19 @@ def writer_only_privileges(installation: Installation) -> list[Privilege]:
     return out
 
 
+def engine_privileges(installation: Installation) -> list[Privilege]:
+    """What a role writing ``regimes`` needs once stored bucket sums are enabled."""
+    return [
+        Privilege(sql.SQL(", ").join(map(sql.SQL, ENGINE_TABLE_PRIVILEGES)),
+                  _table(installation.schema, table))
+        for table in SUMS_TABLES
+        if table in installation.relations
+    ]
+
+
 def statements(installation: Installation, action: str, role: str) -> list[sql.Composed]:
-    """The statements of ``action``: grant-reader, grant-writer, revoke-writer or revoke.
+    """The statements of ``action``: grant-reader, grant-writer, grant-engine, revoke-writer
+    or revoke.
 
     ``revoke`` undoes both grants except ``USAGE`` on the schemas: the role may
     have had it before regime-pg, and it only lets a role look names up.
@@ -387,13 +434,20 @@ def statements(installation: Installation, action: str, role: str) -> list[sql.C
     if action == "grant-writer":
         granted = reader_privileges(installation) + writer_only_privileges(installation)
         return [p.grant(role) for p in granted]
+    if action == "grant-engine":
+        return [p.grant(role) for p in engine_privileges(installation)]
     if action == "revoke-writer":
         return [p.revoke(role) for p in writer_only_privileges(installation)]
     if action == "revoke":
-        taken = writer_only_privileges(installation) + reader_privileges(installation)
+        taken = (
+            engine_privileges(installation)
+            + writer_only_privileges(installation)
+            + reader_privileges(installation)
+        )
         return [p.revoke(role) for p in taken if not p.is_schema_usage]
     raise InvalidInputError(
-        f"unknown action {action!r}: grant-reader, grant-writer, revoke-writer or revoke"
+        f"unknown action {action!r}: grant-reader, grant-writer, grant-engine, "
+        "revoke-writer or revoke"
     )
 
 
@@ -414,6 +468,15 @@ def grant_writer(conn: Connection, role: str, *, schema: str | None = None) -> l
     return _apply(conn, "grant-writer", role, schema)
 
 
+def grant_engine(conn: Connection, role: str, *, schema: str | None = None) -> list[str]:
+    """Let the existing role ``role``, which writes ``regimes``, keep the stored bucket sums.
+
+    Needed before ``regime_bucket_sums_enable()`` for every role that may write
+    ``regimes``: the sums' triggers run as that role.
+    """
+    return _apply(conn, "grant-engine", role, schema)
+
+
 def revoke_writer(conn: Connection, role: str, *, schema: str | None = None) -> list[str]:
     """Take ``role``'s writer privileges away; its reader privileges stay."""
     return _apply(conn, "revoke-writer", role, schema)
@@ -427,7 +490,13 @@ def revoke_all(conn: Connection, role: str, *, schema: str | None = None) -> lis
 #: ``revoke`` is ``revoke_all``.
 revoke = revoke_all
 
-ACTIONS: tuple[str, ...] = ("grant-reader", "grant-writer", "revoke-writer", "revoke")
+ACTIONS: tuple[str, ...] = (
+    "grant-reader",
+    "grant-writer",
+    "grant-engine",
+    "revoke-writer",
+    "revoke",
+)
 
 
 def plan(conn: Connection, action: str, role: str, *, schema: str | None = None) -> list[str]:
@@ -446,6 +515,11 @@ def _prepare(conn: Connection, action: str, role: str, schema: str) -> Installat
     _check_name(role, "role")
     installation = inspect_installation(conn, schema)
     _check_role(conn, role)
+    if action == "grant-engine" and not all(t in installation.relations for t in SUMS_TABLES):
+        raise SchemaNotReadyError(
+            f"stored bucket sums are not installed in schema {installation.schema!r}; "
+            "run: regime-pg migrate"
+        )
     if action == "grant-writer" and not installation.has_sets:
         raise SchemaNotReadyError(
             f"prototype sets are not installed in schema {installation.schema!r}; "
@@ -462,7 +536,9 @@ def _apply(conn: Connection, action: str, role: str, schema: str | None) -> list
             for statement in statements(installation, action, role):
                 conn.execute(statement)
                 done.append(statement.as_string(conn) + ";")
-            if action.startswith("grant-"):
+            if action == "grant-engine":
+                _verify_engine(conn, installation, role)
+            elif action.startswith("grant-"):
                 _verify(conn, installation, role, writer=action == "grant-writer")
     except psycopg.errors.InsufficientPrivilege as exc:
         raise GrantNotEffectiveError(
@@ -626,7 +702,7 @@ def _verify(conn: Connection, installation: Installation, role: str, *, writer: 
             "SELECT has_table_privilege(%s, %s::oid, 'SELECT')",
             (role, installation.relations[relation]),
         )
-        for relation in (*READER_VIEWS, *SET_TABLES)
+        for relation in (*READER_VIEWS, *SET_TABLES, *SUMS_TABLES)
         if relation in installation.relations
     ]
     functions = list(READER_FUNCTIONS)
@@ -649,6 +725,30 @@ def _verify(conn: Connection, installation: Installation, role: str, *, writer: 
         )
         for r in installation.routines_named(functions)
     ]
+    _raise_missing(conn, role, checks)
+
+
+def _verify_engine(conn: Connection, installation: Installation, role: str) -> None:
+    """Raise ``GrantNotEffectiveError`` unless ``role`` now holds the engine's privileges."""
+    _raise_missing(
+        conn,
+        role,
+        [
+            (
+                f"{privilege} on {table}",
+                "SELECT has_table_privilege(%s, %s::oid, %s)",
+                (role, installation.relations[table], privilege),
+            )
+            for table in SUMS_TABLES
+            for privilege in ENGINE_TABLE_PRIVILEGES
+        ],
+    )
+
+
+def _raise_missing(
+    conn: Connection, role: str, checks: list[tuple[str, str, tuple[object, ...]]]
+) -> None:
+    """Run each (label, query, params) check; raise naming those that are not true."""
     missing = []
     for label, query, params in checks:
         row = conn.execute(query, params).fetchone()

@@ -39,6 +39,15 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
         assert results["b1"][key]["median"] > 0
     assert results["b1"]["hot"]["speedup"]["median"] > 0
     assert results["b2"]["speedup"]["median"] > 0
+    # stored bucket sums: enabled in a copy of each database, measured in the same rounds
+    for case in ("b1", "b2"):
+        sums = results[case]["stored_sums"]
+        assert sums["speedup"]["median"] > 0 and sums["enable_s"] > 0
+        assert sums["buckets"] > 0 and sums["groups"] > 0
+        assert sums["center_error_vs_bound"] <= 1.0
+        assert sums["warnings"] == 0
+    for write in ("insert", "copy"):
+        assert results["writes"][write]["enabled_over_disabled"]["median"] > 0
     assert all(v["median"] > 0 for v in results["b4"]["us_per_row"].values())
     assert len(results["b5"]["sizes"]) == 3
     # what does not depend on the machine
@@ -51,5 +60,7 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert markdown.startswith("# regime-pg benchmark (quick run")
     assert "| B4, the same rows without the distances |" in markdown
+    assert "| B2, server with stored sums" in markdown
+    assert "| Writes with stored sums: one trading day x 20 regions" in markdown
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| benchmark | regime-pg | baseline |" in result.out

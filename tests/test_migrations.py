@@ -974,10 +974,10 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 to 0014, and 0016 on, change functions only: both ways, they run while
+    """0010 to 0014, 0016 and 0017 change functions only: both ways, they run while
     regimes is locked.  0015 replaces the view, whose query names regimes: like any
     query it takes ACCESS SHARE on regimes, so it runs beside an engine's open insert
-    (ROW EXCLUSIVE), both ways."""
+    (ROW EXCLUSIVE), both ways (0018 likewise: the next test)."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         create_engine_schema(conn)
     migrate.upgrade(empty_db, "0009")
@@ -1002,8 +1002,31 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
         migrate.upgrade(waiting, "0015")
         assert migrate.current_revision(waiting) == "0015"
         engine.rollback()
-    while_locked(HEAD, "0015")
-    assert migrate.current_revision(empty_db) == HEAD
+    while_locked("0017", "0015")
+    assert migrate.current_revision(empty_db) == "0017"
+
+
+def test_bucket_sums_revision_does_not_wait_for_the_engines_writes(empty_db: str) -> None:
+    """0018 reads regimes' definition (ACCESS SHARE), so it runs beside a writer's open
+    transaction, both ways; it adds no trigger (regime_bucket_sums_enable() does)."""
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        create_engine_schema(conn)
+    before = str(ScriptDirectory.from_config(migrate.alembic_config())
+                 .get_revision("0018").down_revision)
+    migrate.upgrade(empty_db, before)
+    waiting = psycopg.conninfo.make_conninfo(empty_db, options="-c lock_timeout=2000")
+    with psycopg.connect(empty_db) as writer:
+        writer.execute("LOCK TABLE regimes IN ROW EXCLUSIVE MODE")
+        migrate.upgrade(waiting, "0018")
+        with _connect(waiting) as conn:
+            triggers = conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'regimes'::regclass"
+                " AND tgname LIKE 'regime_pg_bucket_sums%'"
+            ).fetchone()
+        assert triggers == (0,)
+        migrate.downgrade(waiting, before)
+        assert migrate.current_revision(waiting) == before
+        writer.rollback()
 
 
 #: Every routine regime-pg created in public: definition, flags, cost, settings,

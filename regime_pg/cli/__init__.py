@@ -7,7 +7,9 @@
     regime-pg sets list | show NAME | export NAME | import FILE --name NAME | delete NAME
     regime-pg timeline --set NAME --start D --end D --output timeline.png [--csv F]
     regime-pg bench [--quick | --full] [--output F]
-    regime-pg roles grant-reader ROLE | grant-writer ROLE | revoke ROLE [--writer-only] | audit
+    regime-pg roles grant-reader ROLE | grant-writer ROLE | grant-engine ROLE | revoke ROLE
+                    [--writer-only] | audit
+    regime-pg sums enable | disable | status [--dsn DSN]
     regime-pg --version
 
 Errors are one line on stderr and a non-zero exit: 2 for a command line that
@@ -24,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from regime_pg.cli import bench, compute, db, demo, migrate, roles, sets, timeline
+from regime_pg.cli import bench, compute, db, demo, migrate, roles, sets, sums, timeline
 from regime_pg.cli._common import (
     CommandParser,
     add_quiet_everywhere,
@@ -44,7 +46,7 @@ def build_parser() -> CommandParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (compute, migrate, db, demo, sets, timeline, roles, bench):
+    for module in (compute, migrate, db, demo, sets, timeline, roles, sums, bench):
         module.register(commands)
     add_quiet_everywhere(parser)
     return parser
