@@ -18,9 +18,10 @@ those on the tables and the view the functions read and write:
   never changes) and no ``TRUNCATE``.  Neither role may change ``regimes``.
 * an **engine** role, one that writes ``regimes``, needs ``SELECT``,
   ``INSERT``, ``UPDATE`` and ``DELETE`` on the stored bucket sums
-  (``regime_bucket_sums``, ``regime_bucket_group_sums``) before they are
-  enabled: their triggers run as the role writing ``regimes``.  Readers may
-  ``SELECT`` them.
+  (``regime_bucket_sums``, ``regime_bucket_group_sums``), and ``SELECT`` on
+  the view and on the five columns of ``regimes`` a reader reads, before the
+  sums are enabled: their triggers run as the role writing ``regimes``.
+  Readers may ``SELECT`` the sums.
 
 Nothing global is created: these functions grant to, and revoke from, a role
 that already exists (``CREATE ROLE`` stays the database administrator's step,
@@ -413,13 +414,29 @@ def writer_only_privileges(installation: Installation) -> list[Privilege]:
 
 
 def engine_privileges(installation: Installation) -> list[Privilege]:
-    """What a role writing ``regimes`` needs once stored bucket sums are enabled."""
-    return [
+    """What a role writing ``regimes`` needs once stored bucket sums are enabled: to write
+    the sums, and to read the rows and the view they are summed from."""
+    schema = installation.schema
+    out = [
         Privilege(sql.SQL(", ").join(map(sql.SQL, ENGINE_TABLE_PRIVILEGES)),
-                  _table(installation.schema, table))
+                  _table(schema, table))
         for table in SUMS_TABLES
         if table in installation.relations
     ]
+    out.append(
+        Privilege(
+            sql.SQL("SELECT ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, REGIMES_READ_COLUMNS))
+            ),
+            _table(schema, "regimes"),
+        )
+    )
+    out.extend(
+        Privilege(sql.SQL("SELECT"), _table(schema, view))
+        for view in READER_VIEWS
+        if view in installation.relations
+    )
+    return out
 
 
 def statements(installation: Installation, action: str, role: str) -> list[sql.Composed]:
@@ -730,6 +747,7 @@ def _verify(conn: Connection, installation: Installation, role: str, *, writer: 
 
 def _verify_engine(conn: Connection, installation: Installation, role: str) -> None:
     """Raise ``GrantNotEffectiveError`` unless ``role`` now holds the engine's privileges."""
+    regimes = installation.relations["regimes"]
     _raise_missing(
         conn,
         role,
@@ -741,6 +759,22 @@ def _verify_engine(conn: Connection, installation: Installation, role: str) -> N
             )
             for table in SUMS_TABLES
             for privilege in ENGINE_TABLE_PRIVILEGES
+        ]
+        + [
+            (
+                f"SELECT on regimes.{column}",
+                "SELECT has_column_privilege(%s, %s::oid, %s, 'SELECT')",
+                (role, regimes, column),
+            )
+            for column in REGIMES_READ_COLUMNS
+        ]
+        + [
+            (
+                f"SELECT on {view}",
+                "SELECT has_table_privilege(%s, %s::oid, 'SELECT')",
+                (role, installation.relations[view]),
+            )
+            for view in READER_VIEWS
         ],
     )
 

@@ -16,9 +16,10 @@
 -- TRUNCATE of the engine then also writes regime_bucket_sums and
 -- regime_bucket_group_sums in the same transaction.  Like every regime-pg
 -- function, the triggers run as the role writing regimes (SECURITY INVOKER),
--- so that role needs SELECT, INSERT, UPDATE and DELETE on both tables
--- (regime-pg roles grant-engine); regime_bucket_sums_enable() refuses, and
--- names them, while a role that may write regimes lacks them.
+-- so that role needs SELECT, INSERT, UPDATE and DELETE on both tables, and
+-- SELECT on regime_embeddings_latest and on the columns of regimes the sums
+-- read (regime-pg roles grant-engine); regime_bucket_sums_enable() refuses,
+-- and names them, while a role that may write regimes lacks any of it.
 --
 -- The calendar grid.  Enabled, every centroid is computed on a grid fixed
 -- to the calendar, whether its sums come from storage or from the rows:
@@ -121,36 +122,63 @@ COMMENT ON FUNCTION regime_bucket_first_day(integer) IS
 -- staleness check), and over the latest row of each date the number of
 -- dates, of usable ones, their first and last date and the float32 sum of
 -- their vectors in date order.  A bucket cut by p_from or p_to is summed
--- over its part in the range.
+-- over its part in the range.  As regime_window_bucket_states
+-- (prototypes--4.sql) does for the window grid: only the buckets from that
+-- of the range's first row to that of its last are visited, one index range
+-- each; a bucket whose dates are all distinct (one bit per day of its 15)
+-- sums its rows as they are, and only a bucket with a duplicate date reads
+-- the latest rows through regime_embeddings_latest.  Both give the same sum
+-- for a clean bucket: the same rows, in the same order.
 CREATE FUNCTION regime_bucket_sums_of_rows(p_region text, p_from date, p_to date)
 RETURNS TABLE (bucket integer, n_rows bigint, day_sum bigint, n_dates bigint,
                n_usable bigint, first_date date, last_date date, partial vector(384))
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT a.bucket, a.n_rows, a.day_sum, l.n_dates, l.n_usable,
-           l.first_date, l.last_date, l.partial
-      FROM (SELECT (r.as_of_date - date '4714-11-24 BC') / 15 AS bucket,
-                   count(*) AS n_rows,
-                   sum(r.as_of_date - date '4714-11-24 BC') AS day_sum
+    SELECT k.bucket, b.n_rows, b.day_sum,
+           CASE WHEN b.clean THEN b.n_rows ELSE l.n_dates END,
+           CASE WHEN b.clean THEN b.n_usable ELSE l.n_usable END,
+           CASE WHEN b.clean THEN b.first_date ELSE l.first_date END,
+           CASE WHEN b.clean THEN b.last_date ELSE l.last_date END,
+           CASE WHEN b.clean THEN b.partial ELSE l.partial END
+      FROM (SELECT (min(r.as_of_date) - date '4714-11-24 BC') / 15 AS first_bucket,
+                   (max(r.as_of_date) - date '4714-11-24 BC') / 15 AS last_bucket
               FROM regimes AS r
              WHERE r.region = p_region
-               AND r.as_of_date BETWEEN p_from AND p_to
-             GROUP BY 1) AS a
-      JOIN (SELECT (e.as_of_date - date '4714-11-24 BC') / 15 AS bucket,
-                   count(*) AS n_dates,
-                   count(e.embedding_vector) AS n_usable,
-                   min(e.as_of_date) FILTER (WHERE e.embedding_vector IS NOT NULL)
-                       AS first_date,
-                   max(e.as_of_date) FILTER (WHERE e.embedding_vector IS NOT NULL)
-                       AS last_date,
-                   sum(e.embedding_vector ORDER BY e.as_of_date) AS partial
-              FROM regime_embeddings_latest AS e
-             WHERE e.region = p_region
-               AND e.as_of_date BETWEEN p_from AND p_to
-             GROUP BY 1) AS l
-        ON l.bucket = a.bucket
-     ORDER BY a.bucket;
+               AND r.as_of_date BETWEEN p_from AND p_to) AS span,
+           generate_series(span.first_bucket, span.last_bucket) AS k(bucket),
+           LATERAL (SELECT count(*) AS n_rows,
+                           sum(r.as_of_date - date '4714-11-24 BC') AS day_sum,
+                           bit_count(bit_or(1 << ((r.as_of_date - date '4714-11-24 BC') % 15))
+                                     ::bit(32)) = count(*) AS clean,
+                           count(r.embedding_vector) AS n_usable,
+                           min(r.as_of_date) FILTER (WHERE r.embedding_vector IS NOT NULL)
+                               AS first_date,
+                           max(r.as_of_date) FILTER (WHERE r.embedding_vector IS NOT NULL)
+                               AS last_date,
+                           sum(r.embedding_vector ORDER BY r.as_of_date) AS partial
+                      FROM regimes AS r
+                     WHERE r.region = p_region
+                       AND r.as_of_date
+                           BETWEEN greatest(p_from, date '4714-11-24 BC' + 15 * k.bucket)
+                               AND least(p_to, date '4714-11-24 BC' + 15 * k.bucket + 14)) AS b,
+           LATERAL (SELECT count(*) AS n_dates,
+                           count(e.embedding_vector) AS n_usable,
+                           min(e.as_of_date) FILTER (WHERE e.embedding_vector IS NOT NULL)
+                               AS first_date,
+                           max(e.as_of_date) FILTER (WHERE e.embedding_vector IS NOT NULL)
+                               AS last_date,
+                           sum(e.embedding_vector ORDER BY e.as_of_date) AS partial
+                      FROM (SELECT x.as_of_date, x.embedding_vector
+                              FROM regime_embeddings_latest AS x
+                             WHERE x.region = p_region
+                               AND x.as_of_date
+                                   BETWEEN greatest(p_from, date '4714-11-24 BC' + 15 * k.bucket)
+                                       AND least(p_to, date '4714-11-24 BC' + 15 * k.bucket + 14)
+                               AND NOT b.clean
+                            OFFSET 0) AS e) AS l
+     WHERE b.n_rows > 0
+     ORDER BY k.bucket;
 END;
 
 COMMENT ON FUNCTION regime_bucket_sums_of_rows(text, date, date) IS
@@ -320,7 +348,7 @@ BEGIN
         SELECT * INTO scan FROM regime_window_distances_counted(p_region, p_start, p_end,
                                                                   result.center);
         EXIT WHEN scan.n_rows = grid.n_rows AND scan.day_sum = grid.day_sum;
-        RAISE WARNING 'regime-pg: the stored bucket sums of region % disagree with regimes in %..% (% rows stored, % in the table); computed from the rows',
+        RAISE WARNING 'regime-pg: the stored bucket sums of region % disagree with regimes in %..% (% rows by the sums, % in the table); computed from the rows',
                 p_region, p_start, p_end, grid.n_rows, scan.n_rows
             USING HINT = 'SELECT regime_bucket_sums_enable() rebuilds them.';
         stored := false;
@@ -537,7 +565,8 @@ DECLARE
 BEGIN
     LOCK TABLE regimes IN SHARE ROW EXCLUSIVE MODE;
     -- The triggers run as the role writing regimes: each such role must be
-    -- able to read and write the sums, or its writes would fail from now on.
+    -- able to read and write the sums and read the rows they are summed
+    -- from, or its writes would fail from now on.
     SELECT string_agg(DISTINCT w.name, ', ' ORDER BY w.name)
       INTO missing
       FROM (SELECT CASE WHEN a.grantee = 0 THEN 'public'
@@ -545,10 +574,17 @@ BEGIN
               FROM pg_catalog.pg_class AS c,
                    aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS a
              WHERE c.oid = 'regimes'::regclass
-               AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')) AS w,
-           unnest(ARRAY['regime_bucket_sums', 'regime_bucket_group_sums']) AS t(name),
-           unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege)
-     WHERE NOT has_table_privilege(w.name, t.name, p.privilege);
+               AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')) AS w
+     WHERE EXISTS (SELECT
+                     FROM unnest(ARRAY['regime_bucket_sums', 'regime_bucket_group_sums'])
+                              AS t(name),
+                          unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege)
+                    WHERE NOT has_table_privilege(w.name, t.name, p.privilege))
+        OR NOT has_table_privilege(w.name, 'regime_embeddings_latest', 'SELECT')
+        OR EXISTS (SELECT
+                     FROM unnest(ARRAY['regime_record_id', 'as_of_date', 'region',
+                                       'created_at', 'embedding_vector']) AS k(name)
+                    WHERE NOT has_column_privilege(w.name, 'regimes', k.name, 'SELECT'));
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'roles that write regimes may not write the bucket sums: %', missing
             USING ERRCODE = 'insufficient_privilege',

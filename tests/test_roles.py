@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,11 +25,11 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from regime_pg import migrate, roles
+from regime_pg import bucket_sums, migrate, roles
 from regime_pg.cli import roles as roles_cli
 from regime_pg.client import compute_prototypes
 from regime_pg.connection import connect
-from regime_pg.errors import RegimePgError, SchemaNotReadyError
+from regime_pg.errors import InsufficientPrivilegeError, RegimePgError, SchemaNotReadyError
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, create_engine_schema, insert_rows
 
@@ -734,3 +735,73 @@ def test_cli_not_migrated_and_unreachable_are_one_line(
     line = one_error_line(cli("grant-reader", "postgres", "--dsn", empty_db), 1)
     assert "regime-pg migrate" in line
     one_error_line(cli("audit", "--dsn", f"host={tmp_path} port=1 dbname=x"), 1)
+
+
+# --------------------------------------------------------------------------- engine role
+
+
+def test_engine_role_needs_grant_engine_before_sums_are_enabled(pg_server: Server) -> None:
+    """enable() refuses while a role that writes regimes cannot write the sums (nothing
+    changes), grant-engine lets it, and the engine's inserts then keep the sums; a reader
+    reads them; revoke takes the grant away."""
+    name = create_database(pg_server)
+    dsn = database_dsn(pg_server.admin_dsn, name)
+    engine_role = f"regime_pg_engine_{uuid.uuid4().hex[:8]}"
+    reader_role = f"regime_pg_reader_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            create_engine_schema(conn)
+        migrate.upgrade(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for role in (engine_role, reader_role):
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT SELECT, INSERT ON regimes TO {}").format(sql.Identifier(engine_role))
+            )
+            roles.grant_reader(conn, reader_role)
+            with pytest.raises(InsufficientPrivilegeError, match=engine_role):
+                bucket_sums.enable(conn)
+            assert bucket_sums.status(conn).enabled is False
+            assert roles.plan(conn, "grant-engine", engine_role) == [
+                *(
+                    f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "public"."{table}"'
+                    f' TO "{engine_role}";'
+                    for table in ("regime_bucket_sums", "regime_bucket_group_sums")
+                ),
+                'GRANT SELECT ("regime_record_id", "as_of_date", "region", "created_at",'
+                f' "embedding_vector") ON TABLE "public"."regimes" TO "{engine_role}";',
+                f'GRANT SELECT ON TABLE "public"."regime_embeddings_latest" TO "{engine_role}";',
+            ]
+            roles.grant_engine(conn, engine_role)
+            assert bucket_sums.enable(conn) == 0
+        engine_dsn = psycopg.conninfo.make_conninfo(dsn, user=engine_role)
+        dates = business_days(dt.date(2018, 1, 1), 40)
+        with psycopg.connect(engine_dsn, autocommit=True) as conn:
+            insert_rows(conn, "US", dates, np.ones((40, DIM), dtype="<f4"))
+        # calendar bucket: Julian day // 15 (2000-01-01 is Julian day 2,451,545)
+        buckets = {(d.toordinal() + 1_721_425) // 15 for d in dates}
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert bucket_sums.status(conn) == bucket_sums.BucketSumsStatus(
+                True, 1, len(buckets), len({b // 16 for b in buckets})
+            )
+            stored = conn.execute(
+                "SELECT sum(n_rows), sum(n_usable) FROM regime_bucket_sums"
+            ).fetchone()
+            assert stored == (40, 40)
+        reader_dsn = psycopg.conninfo.make_conninfo(dsn, user=reader_role)
+        with psycopg.connect(reader_dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT n_dates, l2_norm FROM compute_regime_prototype("
+                "'US', '2018-01-01', '2018-02-23')"
+            ).fetchone()
+        assert row == (40, math.sqrt(DIM))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            roles.revoke_all(conn, engine_role)
+            assert conn.execute(
+                "SELECT has_table_privilege(%s, 'regime_bucket_sums', 'INSERT')", (engine_role,)
+            ).fetchone() == (False,)
+    finally:
+        drop_database(pg_server, name)
+        with psycopg.connect(pg_server.admin_dsn, autocommit=True) as conn:
+            for role in (engine_role, reader_role):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
