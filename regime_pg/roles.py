@@ -136,6 +136,8 @@ READER_FUNCTIONS: tuple[str, ...] = (
     # bucket_sums--1.sql
     "regime_bucket_first_day",
     "regime_bucket_sums_of_rows",
+    "regime_stored_bucket_sums",
+    "regime_stored_group_sums",
     "regime_calendar_grid_state",
     "regime_window_distances_counted",
     "regime_bucket_sums_enabled",

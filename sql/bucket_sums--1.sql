@@ -161,7 +161,8 @@ BEGIN ATOMIC
                      WHERE r.region = p_region
                        AND r.as_of_date
                            BETWEEN greatest(p_from, date '4714-11-24 BC' + 15 * k.bucket)
-                               AND least(p_to, date '4714-11-24 BC' + 15 * k.bucket + 14)) AS b,
+                               AND date '4714-11-24 BC'
+                                   + least(15 * k.bucket + 14, p_to - date '4714-11-24 BC')) AS b,
            LATERAL (SELECT count(*) AS n_dates,
                            count(e.embedding_vector) AS n_usable,
                            min(e.as_of_date) FILTER (WHERE e.embedding_vector IS NOT NULL)
@@ -174,7 +175,9 @@ BEGIN ATOMIC
                              WHERE x.region = p_region
                                AND x.as_of_date
                                    BETWEEN greatest(p_from, date '4714-11-24 BC' + 15 * k.bucket)
-                                       AND least(p_to, date '4714-11-24 BC' + 15 * k.bucket + 14)
+                                       AND date '4714-11-24 BC'
+                                           + least(15 * k.bucket + 14,
+                                                   p_to - date '4714-11-24 BC')
                                AND NOT b.clean
                             OFFSET 0) AS e) AS l
      WHERE b.n_rows > 0
@@ -184,11 +187,52 @@ END;
 COMMENT ON FUNCTION regime_bucket_sums_of_rows(text, date, date) IS
     'regime-pg: level-1 calendar bucket sums of a date range, from the rows';
 
+-- The stored level-1 sums of buckets p_first..p_last outside groups
+-- p_group_first..p_group_last.  A function of its own, so that a statement
+-- naming it reads regime_bucket_sums (and needs SELECT on it) only when it
+-- runs: PostgreSQL checks the privileges on every table a statement names.
+CREATE FUNCTION regime_stored_bucket_sums(p_region text, p_first integer, p_last integer,
+                                          p_group_first integer, p_group_last integer)
+RETURNS TABLE (bucket integer, n_rows bigint, day_sum bigint, n_dates bigint,
+               n_usable bigint, first_date date, last_date date, partial vector(384))
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT s.bucket, s.n_rows, s.day_sum, s.n_dates, s.n_usable,
+           s.first_date, s.last_date, s.partial
+      FROM regime_bucket_sums AS s
+     WHERE s.region = p_region
+       AND s.bucket BETWEEN p_first AND p_last
+       AND s.bucket / 16 NOT BETWEEN p_group_first AND p_group_last;
+END;
+
+COMMENT ON FUNCTION regime_stored_bucket_sums(text, integer, integer, integer, integer) IS
+    'regime-pg: stored level-1 calendar bucket sums of a range, outside some groups';
+
+-- The stored level-2 sums of groups p_first..p_last (see above).
+CREATE FUNCTION regime_stored_group_sums(p_region text, p_first integer, p_last integer)
+RETURNS TABLE (bucket_group integer, n_rows bigint, day_sum bigint, n_dates bigint,
+               n_usable bigint, first_date date, last_date date, dirty boolean,
+               state double precision[])
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+BEGIN ATOMIC
+    SELECT s.bucket_group, s.n_rows, s.day_sum, s.n_dates, s.n_usable,
+           s.first_date, s.last_date, s.dirty, s.state
+      FROM regime_bucket_group_sums AS s
+     WHERE s.region = p_region
+       AND s.bucket_group BETWEEN p_first AND p_last;
+END;
+
+COMMENT ON FUNCTION regime_stored_group_sums(text, integer, integer) IS
+    'regime-pg: stored level-2 calendar group sums of a range';
+
 -- The calendar grid's float8 state of a window and its counts: groups wholly
 -- inside the window from regime_bucket_group_sums, the other buckets wholly
 -- inside from regime_bucket_sums, the cut buckets from the rows; with
--- p_stored false, everything from the rows.  dirty: the groups with a
--- duplicate date.  n_rows and day_sum cover every row of the window.
+-- p_stored false, everything from the rows (and neither table is read).
+-- dirty: the groups with a duplicate date.  n_rows and day_sum cover every
+-- row of the window.  Bounds past the calendar's last day are never formed.
 CREATE FUNCTION regime_calendar_grid_state(p_region text, p_start date, p_end date,
                                            p_stored boolean,
                                            OUT state double precision[],
@@ -219,33 +263,31 @@ BEGIN
                    min(b.first_date) AS first_date, max(b.last_date) AS last_date,
                    bool_or(b.n_rows > b.n_dates) AS dirty,
                    regime_vector_sum_state(b.partial ORDER BY b.bucket) AS state
-              FROM (SELECT s.bucket, s.n_rows, s.day_sum, s.n_dates, s.n_usable,
-                           s.first_date, s.last_date, s.partial
-                      FROM regime_bucket_sums AS s
+              FROM (SELECT s.*
+                      FROM regime_stored_bucket_sums(p_region, b_first, b_last,
+                                                     g_first, g_last) AS s
                      WHERE stored
-                       AND s.region = p_region
-                       AND s.bucket BETWEEN b_first AND b_last
-                       AND s.bucket / 16 NOT BETWEEN g_first AND g_last
                     UNION ALL
                     SELECT f.*
-                      FROM regime_bucket_sums_of_rows(p_region, p_start,
-                                                      CASE WHEN stored
-                                                           THEN regime_bucket_first_day(b_first) - 1
-                                                           ELSE p_end END) AS f
+                      FROM regime_bucket_sums_of_rows(
+                               p_region, p_start,
+                               CASE WHEN NOT stored THEN p_end
+                                    WHEN b_first > 0 THEN regime_bucket_first_day(b_first) - 1
+                               END) AS f
                     UNION ALL
                     SELECT f.*
-                      FROM regime_bucket_sums_of_rows(p_region,
-                                                      regime_bucket_first_day(b_last + 1),
-                                                      p_end) AS f
+                      FROM regime_bucket_sums_of_rows(
+                               p_region,
+                               CASE WHEN b_last < (date '5874897-12-31' - date '4714-11-24 BC') / 15
+                                    THEN regime_bucket_first_day(b_last + 1)
+                               END,
+                               p_end) AS f
                      WHERE stored) AS b
              GROUP BY 1
             UNION ALL
-            SELECT s.bucket_group, s.n_rows, s.day_sum, s.n_dates, s.n_usable,
-                   s.first_date, s.last_date, s.dirty, s.state
-              FROM regime_bucket_group_sums AS s
-             WHERE stored
-               AND s.region = p_region
-               AND s.bucket_group BETWEEN g_first AND g_last) AS g;
+            SELECT s.*
+              FROM regime_stored_group_sums(p_region, g_first, g_last) AS s
+             WHERE stored) AS g;
 END
 $$;
 
@@ -368,9 +410,9 @@ BEGIN
                            AND l.as_of_date
                                BETWEEN greatest(p_start,
                                                 regime_bucket_first_day(16 * k.bucket_group))
-                                   AND least(p_end,
-                                             regime_bucket_first_day(16 * k.bucket_group + 16)
-                                             - 1)
+                                   AND regime_bucket_first_day(16 * k.bucket_group)
+                                       + least(239, p_end
+                                                    - regime_bucket_first_day(16 * k.bucket_group))
                         OFFSET 0) AS e;
         SELECT sum(round(e.d * 4294967296::double precision)::bigint)
                    FILTER (WHERE e.d < 2147483648::double precision) AS units,
@@ -383,9 +425,9 @@ BEGIN
                            AND r.as_of_date
                                BETWEEN greatest(p_start,
                                                 regime_bucket_first_day(16 * k.bucket_group))
-                                   AND least(p_end,
-                                             regime_bucket_first_day(16 * k.bucket_group + 16)
-                                             - 1)
+                                   AND regime_bucket_first_day(16 * k.bucket_group)
+                                       + least(239, p_end
+                                                    - regime_bucket_first_day(16 * k.bucket_group))
                         OFFSET 0) AS e;
         scan.distances := scan.distances
             + (coalesce(latest.units, 0) - coalesce(everything.units, 0))::double precision
@@ -441,7 +483,8 @@ BEGIN
       FROM (SELECT DISTINCT * FROM unnest(p_regions, p_buckets)) AS k(region, bucket)
            LEFT JOIN LATERAL regime_bucket_sums_of_rows(
                k.region, regime_bucket_first_day(k.bucket),
-               regime_bucket_first_day(k.bucket + 1) - 1) AS f ON true
+               regime_bucket_first_day(k.bucket)
+               + least(14, date '5874897-12-31' - regime_bucket_first_day(k.bucket))) AS f ON true
      WHERE s.region = k.region
        AND s.bucket = k.bucket;
     DELETE FROM regime_bucket_sums AS s
@@ -574,7 +617,16 @@ BEGIN
               FROM pg_catalog.pg_class AS c,
                    aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS a
              WHERE c.oid = 'regimes'::regclass
-               AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')) AS w
+               AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+            UNION
+            SELECT CASE WHEN a.grantee = 0 THEN 'public'
+                        ELSE a.grantee::regrole::text END
+              FROM pg_catalog.pg_attribute AS c,
+                   aclexplode(c.attacl) AS a
+             WHERE c.attrelid = 'regimes'::regclass
+               AND c.attnum > 0
+               AND NOT c.attisdropped
+               AND a.privilege_type IN ('INSERT', 'UPDATE')) AS w
      WHERE EXISTS (SELECT
                      FROM unnest(ARRAY['regime_bucket_sums', 'regime_bucket_group_sums'])
                               AS t(name),

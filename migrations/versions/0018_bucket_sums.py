@@ -54,6 +54,8 @@ def downgrade() -> None:
         DROP FUNCTION regime_bucket_sums_enabled();
         DROP FUNCTION regime_window_distances_counted(text, date, date, vector);
         DROP FUNCTION regime_calendar_grid_state(text, date, date, boolean);
+        DROP FUNCTION regime_stored_group_sums(text, integer, integer);
+        DROP FUNCTION regime_stored_bucket_sums(text, integer, integer, integer, integer);
         DROP FUNCTION regime_bucket_sums_of_rows(text, date, date);
         DROP FUNCTION regime_bucket_first_day(integer);
         DROP TABLE regime_bucket_group_sums;
