@@ -3,9 +3,9 @@
 While enabled, statement triggers on ``regimes`` keep the sums of every
 15-day calendar bucket and 240-day group (``sql/bucket_sums--1.sql``), and
 ``compute_regime_prototype`` reads them instead of the window's rows for the
-centre.  Enabling needs the owner of ``regimes`` (it creates triggers) and
-refuses while a role that writes ``regimes`` lacks ``regime-pg roles
-grant-engine``; it also rebuilds sums gone stale.
+centre.  Enabling needs the owner of ``regimes`` (it creates triggers); it
+also rebuilds sums gone stale.  Writers of ``regimes`` need no grant: the
+triggers run as the owner of regime-pg's objects.
 
 >>> from regime_pg import connect
 >>> with connect() as conn:                                     # doctest: +SKIP

@@ -16,12 +16,14 @@ those on the tables and the view the functions read and write:
   ``regime_prototype_set_members`` (``USAGE`` on their sequences, if any) and
   ``EXECUTE`` on the functions that write them.  No ``UPDATE`` (a saved set
   never changes) and no ``TRUNCATE``.  Neither role may change ``regimes``.
-* an **engine** role, one that writes ``regimes``, needs ``SELECT``,
-  ``INSERT``, ``UPDATE`` and ``DELETE`` on the stored bucket sums
-  (``regime_bucket_sums``, ``regime_bucket_group_sums``), and ``SELECT`` on
-  the view and on the five columns of ``regimes`` a reader reads, before the
-  sums are enabled: their triggers run as the role writing ``regimes``.
-  Readers may ``SELECT`` the sums.
+  Both may ``SELECT`` the stored bucket sums (``regime_bucket_sums``,
+  ``regime_bucket_group_sums``), which the centroid reads once they are
+  enabled (``regime-pg sums enable``).
+
+The one exception to invoker rights: the two trigger functions that keep the
+stored bucket sums are ``SECURITY DEFINER`` (:data:`DEFINER_FUNCTIONS`), so
+that whoever writes ``regimes`` keeps the sums without any privilege on them,
+and nobody but the owner writes them.
 
 Nothing global is created: these functions grant to, and revoke from, a role
 that already exists (``CREATE ROLE`` stays the database administrator's step,
@@ -50,8 +52,7 @@ from psycopg.pq import TransactionStatus
 
 from regime_pg.errors import InvalidInputError, RegimePgError, SchemaNotReadyError
 
-#: Functions the engine's insert path runs, through trigger ``regime_pg_embedding_sync``
-#: and, once stored bucket sums are enabled, the ``regime_pg_bucket_sums_*`` triggers.
+#: Functions the engine's insert path runs, through trigger ``regime_pg_embedding_sync``.
 #: The trigger runs as whichever role inserts into ``regimes``, and PostgreSQL checks
 #: EXECUTE on the functions it calls: they must stay executable by that role, so
 #: regime-pg keeps PostgreSQL's default EXECUTE for PUBLIC on them.
@@ -59,9 +60,6 @@ ENGINE_INSERT_PATH_FUNCTIONS: tuple[str, ...] = (
     "regime_embedding_dim",
     "regime_float32le_decode",
     "regime_embedding_convert",
-    "regime_bucket_first_day",
-    "regime_bucket_sums_of_rows",
-    "regime_bucket_sums_refresh",
 )
 
 #: Trigger functions.  Nobody calls them directly (PostgreSQL does not check EXECUTE
@@ -74,6 +72,14 @@ TRIGGER_FUNCTIONS: tuple[str, ...] = (
     "regime_prototype_set_member_removed",
     "regime_prototype_set_members_truncated",
     "regime_prototype_set_complete",
+    "regime_bucket_sums_changed",
+    "regime_bucket_sums_truncated",
+)
+
+#: Trigger functions that run as their owner (``SECURITY DEFINER``), with a pinned
+#: search_path: they keep the stored bucket sums for every writer of ``regimes``.
+#: ``audit`` accepts these two and no other.
+DEFINER_FUNCTIONS: tuple[str, ...] = (
     "regime_bucket_sums_changed",
     "regime_bucket_sums_truncated",
 )
@@ -153,11 +159,13 @@ WRITER_FUNCTIONS: tuple[str, ...] = (
     "delete_regime_prototype_set",
 )
 
-#: Functions that turn stored bucket sums on or off: they create or drop triggers on
-#: ``regimes``, so only its owner (the role that ran regime-pg migrate) runs them.
+#: Functions that turn stored bucket sums on or off (they create or drop triggers on
+#: ``regimes``, so only its owner may run them) or that the sums' triggers run as their
+#: owner: nobody is granted anything on them.
 ADMIN_FUNCTIONS: tuple[str, ...] = (
     "regime_bucket_sums_enable",
     "regime_bucket_sums_disable",
+    "regime_bucket_sums_refresh",
 )
 
 #: Every function regime-pg's migrations create, by name.
@@ -186,9 +194,6 @@ SET_TABLES: tuple[str, ...] = ("regime_prototype_sets", "regime_prototype_set_me
 
 #: The stored bucket sums (bucket_sums--1.sql): readers may SELECT from them.
 SUMS_TABLES: tuple[str, ...] = ("regime_bucket_sums", "regime_bucket_group_sums")
-
-#: What a role that writes ``regimes`` needs on the stored sums, for their triggers.
-ENGINE_TABLE_PRIVILEGES: tuple[str, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 #: What a writer may do on each set table beyond SELECT.  A saved set never changes
 #: (triggers reject UPDATE), so no UPDATE; members go with their set through the
@@ -415,35 +420,8 @@ def writer_only_privileges(installation: Installation) -> list[Privilege]:
     return out
 
 
-def engine_privileges(installation: Installation) -> list[Privilege]:
-    """What a role writing ``regimes`` needs once stored bucket sums are enabled: to write
-    the sums, and to read the rows and the view they are summed from."""
-    schema = installation.schema
-    out = [
-        Privilege(sql.SQL(", ").join(map(sql.SQL, ENGINE_TABLE_PRIVILEGES)),
-                  _table(schema, table))
-        for table in SUMS_TABLES
-        if table in installation.relations
-    ]
-    out.append(
-        Privilege(
-            sql.SQL("SELECT ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, REGIMES_READ_COLUMNS))
-            ),
-            _table(schema, "regimes"),
-        )
-    )
-    out.extend(
-        Privilege(sql.SQL("SELECT"), _table(schema, view))
-        for view in READER_VIEWS
-        if view in installation.relations
-    )
-    return out
-
-
 def statements(installation: Installation, action: str, role: str) -> list[sql.Composed]:
-    """The statements of ``action``: grant-reader, grant-writer, grant-engine, revoke-writer
-    or revoke.
+    """The statements of ``action``: grant-reader, grant-writer, revoke-writer or revoke.
 
     ``revoke`` undoes both grants except ``USAGE`` on the schemas: the role may
     have had it before regime-pg, and it only lets a role look names up.
@@ -453,20 +431,13 @@ def statements(installation: Installation, action: str, role: str) -> list[sql.C
     if action == "grant-writer":
         granted = reader_privileges(installation) + writer_only_privileges(installation)
         return [p.grant(role) for p in granted]
-    if action == "grant-engine":
-        return [p.grant(role) for p in engine_privileges(installation)]
     if action == "revoke-writer":
         return [p.revoke(role) for p in writer_only_privileges(installation)]
     if action == "revoke":
-        taken = (
-            engine_privileges(installation)
-            + writer_only_privileges(installation)
-            + reader_privileges(installation)
-        )
+        taken = writer_only_privileges(installation) + reader_privileges(installation)
         return [p.revoke(role) for p in taken if not p.is_schema_usage]
     raise InvalidInputError(
-        f"unknown action {action!r}: grant-reader, grant-writer, grant-engine, "
-        "revoke-writer or revoke"
+        f"unknown action {action!r}: grant-reader, grant-writer, revoke-writer or revoke"
     )
 
 
@@ -487,15 +458,6 @@ def grant_writer(conn: Connection, role: str, *, schema: str | None = None) -> l
     return _apply(conn, "grant-writer", role, schema)
 
 
-def grant_engine(conn: Connection, role: str, *, schema: str | None = None) -> list[str]:
-    """Let the existing role ``role``, which writes ``regimes``, keep the stored bucket sums.
-
-    Needed before ``regime_bucket_sums_enable()`` for every role that may write
-    ``regimes``: the sums' triggers run as that role.
-    """
-    return _apply(conn, "grant-engine", role, schema)
-
-
 def revoke_writer(conn: Connection, role: str, *, schema: str | None = None) -> list[str]:
     """Take ``role``'s writer privileges away; its reader privileges stay."""
     return _apply(conn, "revoke-writer", role, schema)
@@ -509,13 +471,7 @@ def revoke_all(conn: Connection, role: str, *, schema: str | None = None) -> lis
 #: ``revoke`` is ``revoke_all``.
 revoke = revoke_all
 
-ACTIONS: tuple[str, ...] = (
-    "grant-reader",
-    "grant-writer",
-    "grant-engine",
-    "revoke-writer",
-    "revoke",
-)
+ACTIONS: tuple[str, ...] = ("grant-reader", "grant-writer", "revoke-writer", "revoke")
 
 
 def plan(conn: Connection, action: str, role: str, *, schema: str | None = None) -> list[str]:
@@ -534,11 +490,6 @@ def _prepare(conn: Connection, action: str, role: str, schema: str) -> Installat
     _check_name(role, "role")
     installation = inspect_installation(conn, schema)
     _check_role(conn, role)
-    if action == "grant-engine" and not all(t in installation.relations for t in SUMS_TABLES):
-        raise SchemaNotReadyError(
-            f"stored bucket sums are not installed in schema {installation.schema!r}; "
-            "run: regime-pg migrate"
-        )
     if action == "grant-writer" and not installation.has_sets:
         raise SchemaNotReadyError(
             f"prototype sets are not installed in schema {installation.schema!r}; "
@@ -555,9 +506,7 @@ def _apply(conn: Connection, action: str, role: str, schema: str | None) -> list
             for statement in statements(installation, action, role):
                 conn.execute(statement)
                 done.append(statement.as_string(conn) + ";")
-            if action == "grant-engine":
-                _verify_engine(conn, installation, role)
-            elif action.startswith("grant-"):
+            if action.startswith("grant-"):
                 _verify(conn, installation, role, writer=action == "grant-writer")
     except psycopg.errors.InsufficientPrivilege as exc:
         raise GrantNotEffectiveError(
@@ -612,8 +561,8 @@ def audit(conn: Connection, schema: str | None = None) -> list[str]:
       schema of ``regimes`` or pgvector's schema: it could plant an operator or
       function that the pinned search_path resolves (PostgreSQL's CVE-2018-1058
       pattern), and so run code as whoever inserts into ``regimes`` or computes;
-    * a regime-pg function that is ``SECURITY DEFINER`` or does not pin its
-      search_path;
+    * a regime-pg function that is ``SECURITY DEFINER`` (but the two trigger
+      functions of :data:`DEFINER_FUNCTIONS`) or does not pin its search_path;
     * privileges granted to PUBLIC on ``regimes``, the view or the set tables.
     """
     installation = inspect_installation(conn, schema)
@@ -639,13 +588,13 @@ def audit(conn: Connection, schema: str | None = None) -> list[str]:
         )
     for name, secdef, config, is_aggregate in conn.execute(
         """
-        SELECT p.oid::regprocedure::text, p.prosecdef,
+        SELECT p.oid::regprocedure::text, p.prosecdef AND NOT p.proname = ANY(%s),
                coalesce(array_to_string(p.proconfig, ','), ''), p.prokind = 'a'
           FROM pg_proc AS p
          WHERE p.oid = ANY(%s::oid[])
          ORDER BY 1
         """,
-        ([r.oid for r in installation.routines],),
+        (list(DEFINER_FUNCTIONS), [r.oid for r in installation.routines]),
     ).fetchall():
         if secdef:
             findings.append(f"function {name} is SECURITY DEFINER")
@@ -744,47 +693,6 @@ def _verify(conn: Connection, installation: Installation, role: str, *, writer: 
         )
         for r in installation.routines_named(functions)
     ]
-    _raise_missing(conn, role, checks)
-
-
-def _verify_engine(conn: Connection, installation: Installation, role: str) -> None:
-    """Raise ``GrantNotEffectiveError`` unless ``role`` now holds the engine's privileges."""
-    regimes = installation.relations["regimes"]
-    _raise_missing(
-        conn,
-        role,
-        [
-            (
-                f"{privilege} on {table}",
-                "SELECT has_table_privilege(%s, %s::oid, %s)",
-                (role, installation.relations[table], privilege),
-            )
-            for table in SUMS_TABLES
-            for privilege in ENGINE_TABLE_PRIVILEGES
-        ]
-        + [
-            (
-                f"SELECT on regimes.{column}",
-                "SELECT has_column_privilege(%s, %s::oid, %s, 'SELECT')",
-                (role, regimes, column),
-            )
-            for column in REGIMES_READ_COLUMNS
-        ]
-        + [
-            (
-                f"SELECT on {view}",
-                "SELECT has_table_privilege(%s, %s::oid, 'SELECT')",
-                (role, installation.relations[view]),
-            )
-            for view in READER_VIEWS
-        ],
-    )
-
-
-def _raise_missing(
-    conn: Connection, role: str, checks: list[tuple[str, str, tuple[object, ...]]]
-) -> None:
-    """Run each (label, query, params) check; raise naming those that are not true."""
     missing = []
     for label, query, params in checks:
         row = conn.execute(query, params).fetchone()

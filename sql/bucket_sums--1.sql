@@ -13,26 +13,25 @@
 --
 -- Nothing changes until regime_bucket_sums_enable() is called: it creates
 -- four statement triggers on regimes, so every INSERT, UPDATE, DELETE and
--- TRUNCATE of the engine then also writes regime_bucket_sums and
--- regime_bucket_group_sums in the same transaction.  Like every regime-pg
--- function, the triggers run as the role writing regimes (SECURITY INVOKER),
--- so that role needs SELECT, INSERT, UPDATE and DELETE on both tables, and
--- SELECT on regime_embeddings_latest and on the columns of regimes the sums
--- read (regime-pg roles grant-engine); regime_bucket_sums_enable() refuses,
--- and names them, while a role that may write regimes lacks any of it.
+-- TRUNCATE of regimes then also writes regime_bucket_sums and
+-- regime_bucket_group_sums in the same transaction.  The two trigger
+-- functions are SECURITY DEFINER, the only ones in regime-pg (see
+-- regime_bucket_sums_changed): the writers of regimes need no privilege on
+-- the sums, and cannot write them.  Readers need SELECT on both tables for
+-- the fast path (regime-pg roles grant-reader gives it).
 --
 -- The calendar grid.  Enabled, every centroid is computed on a grid fixed
 -- to the calendar, whether its sums come from storage or from the rows:
 -- bucket b covers the 15 days from Julian day 15b (2000-01-01 is Julian day
 -- 2,451,545), group g the 16 buckets 16g .. 16g + 15.  Level 1 is the
--- float32 sum(vector), in date order, of the latest usable row of each date
--- of a bucket (the rule of regime_embeddings_latest); level 2 is the float8
--- state (regime_vector_sum_state) of a group's level-1 sums in bucket order;
--- the centre is the float8 sum of the groups' states in group order, divided
--- by the number of usable dates and rounded once to float32.  A bucket or a
--- group cut by the window's bounds is summed over the window's part of it.
--- Same accuracy bound as the window grid (prototypes--3.sql): a float32 sum
--- of at most 15 values, then float8, so
+-- float32 sum(vector), in date order, over the dates of a bucket whose
+-- winning row (the latest, by the rule of regime_embeddings_latest) has a
+-- vector; level 2 is the float8 state (regime_vector_sum_state) of a group's
+-- level-1 sums in bucket order; the centre is the float8 sum of the groups'
+-- states in group order, divided by the number of usable dates and rounded
+-- once to float32.  A bucket or a group cut by the window's bounds is summed
+-- over the window's part of it.  Same accuracy bound as the window grid
+-- (prototypes--3.sql): a float32 sum of at most 15 values, then float8, so
 --     |c_j - mean_j| <= 15 * 2^-24 * mean_i |x_ij|.
 -- Disabled (the default), centroids use the window grid of prototypes--5.sql
 -- (buckets anchored at the window's start), exactly as before.  The two
@@ -43,36 +42,46 @@
 -- false recomputes them; the tests compare the two and replay both in
 -- numpy).
 --
--- Staleness.  A stored sum is only as good as the triggers that kept it:
--- rows written with session_replication_role = replica, a TRUNCATE or
--- DETACH of one partition, or a partition attached with rows, bypass them.
--- Each bucket and group therefore stores its number of rows and the sum of
--- their Julian days; the distance scan, which reads every row of the window
--- anyway, counts the same two figures, and when they disagree the centre is
--- computed again from the rows (same bits as fresh sums), with a WARNING
--- naming regime_bucket_sums_enable(), which rebuilds them.  An UPDATE of an
--- embedding alone that bypasses the triggers keeps both figures and goes
--- unnoticed; it bypasses the embedding_vector sync trigger as well.
+-- Staleness.  A stored sum is only as good as the triggers that kept it.
+-- Statement triggers fire for the table a statement names: rows written
+-- into a partition directly, a partition's own TRUNCATE, DETACH or ATTACH
+-- with rows, and anything written with session_replication_role = replica
+-- (what a logical-replication subscriber's apply worker runs with) bypass
+-- them.  Each bucket and group therefore stores its number of rows and the
+-- sum of their Julian days; the distance scan, which reads every row of the
+-- window anyway, counts the same two figures, and when they disagree the
+-- centre is computed again from the rows (same bits as fresh sums), with a
+-- WARNING naming regime_bucket_sums_enable(), which rebuilds them.  What
+-- keeps both figures goes unnoticed: an UPDATE of an embedding or of
+-- created_at alone, a date deleted and written again (an engine re-run),
+-- two rows swapping dates, when the triggers were bypassed.  On a
+-- subscriber, either ALTER TABLE regimes ENABLE ALWAYS TRIGGER on the four
+-- triggers (and do not replicate the sums tables), or leave the sums
+-- disabled there.
 --
--- Who sees what.  A role that cannot SELECT both tables, or any role while
--- regimes has row-level security enabled (the stored sums would include
--- rows the policy hides), computes the calendar grid from the rows: slower,
--- same bits.
+-- Row-level security.  The sums aggregate every row, so they do not mix
+-- with policies on regimes: enable() refuses while regimes has row-level
+-- security enabled, and while it is enabled no reader uses the stored sums
+-- (the same grid is computed from the rows the reader may see).  A role
+-- that cannot SELECT both tables computes from the rows too: slower, same
+-- bits.
 --
 -- Concurrency.  A statement's trigger locks the rows of the buckets, then
 -- of the groups, it changes, in key order, and recomputes them from the
--- table in a later statement (a new snapshot in READ COMMITTED): two writers
--- of one bucket queue on its row until the first commits, and the second
--- then sees both writes.  Under REPEATABLE READ or SERIALIZABLE the second
--- gets a serialization failure (40001) instead, to retry.  Two transactions
--- that write the same buckets in different statements in opposite orders
--- can deadlock; PostgreSQL detects it and cancels one.
---
+-- table in a later statement (a new snapshot in READ COMMITTED).  Two
+-- writers of one 240-day group of a region (even of different buckets of
+-- it) queue on the group's row until the first commits, and the second then
+-- sees both writes; under REPEATABLE READ or SERIALIZABLE the second gets a
+-- serialization failure (40001) instead, to retry.  Two transactions that
+-- write the same groups in different statements in opposite orders can
+-- deadlock; PostgreSQL detects it and cancels one.  The engine writes one
+-- date per region at a time, so its writers seldom meet.
+
 -- Runs with search_path set by the migration; every function pins it.
 
 -- Level 1: one row per (region, 15-day bucket) with a row in regimes.
 CREATE TABLE regime_bucket_sums (
-    region      varchar(32) NOT NULL,
+    region      text NOT NULL,
     bucket      integer NOT NULL,
     n_rows      bigint NOT NULL,
     day_sum     bigint NOT NULL,
@@ -91,7 +100,7 @@ COMMENT ON TABLE regime_bucket_sums IS
 
 -- Level 2: one row per (region, group of 16 buckets) with a row in regimes.
 CREATE TABLE regime_bucket_group_sums (
-    region        varchar(32) NOT NULL,
+    region        text NOT NULL,
     bucket_group  integer NOT NULL,
     n_rows        bigint NOT NULL,
     day_sum       bigint NOT NULL,
@@ -240,7 +249,7 @@ CREATE FUNCTION regime_calendar_grid_state(p_region text, p_start date, p_end da
                                            OUT n_dates bigint, OUT n_usable bigint,
                                            OUT first_date date, OUT last_date date,
                                            OUT dirty integer[])
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
@@ -325,13 +334,13 @@ COMMENT ON FUNCTION regime_window_distances_counted(text, date, date, vector) IS
     'regime-pg: sum of the distances of a window''s rows to a centre, with their count';
 
 -- True when the four triggers of regime_bucket_sums_enable() are on regimes
--- and none is disabled.
+-- and fire in ordinary sessions (enabled, or enabled ALWAYS).
 CREATE FUNCTION regime_bucket_sums_enabled()
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
-    SELECT count(*) = 4 AND bool_and(t.tgenabled <> 'D')
+    SELECT count(*) = 4 AND bool_and(t.tgenabled IN ('O', 'A'))
       FROM pg_catalog.pg_trigger AS t
      WHERE t.tgrelid = 'regimes'::regclass
        AND t.tgname IN ('regime_pg_bucket_sums_insert', 'regime_pg_bucket_sums_update',
@@ -389,7 +398,8 @@ BEGIN
         result.l2_norm := vector_norm(result.center);
         SELECT * INTO scan FROM regime_window_distances_counted(p_region, p_start, p_end,
                                                                   result.center);
-        EXIT WHEN scan.n_rows = grid.n_rows AND scan.day_sum = grid.day_sum;
+        EXIT WHEN NOT stored
+                  OR (scan.n_rows = grid.n_rows AND scan.day_sum = grid.day_sum);
         RAISE WARNING 'regime-pg: the stored bucket sums of region % disagree with regimes in %..% (% rows by the sums, % in the table); computed from the rows',
                 p_region, p_start, p_end, grid.n_rows, scan.n_rows
             USING HINT = 'SELECT regime_bucket_sums_enable() rebuilds them.';
@@ -456,10 +466,14 @@ COMMENT ON FUNCTION regime_prototype_from_bucket_sums_custom_plans(text, text, d
     'regime-pg: regime_prototype_from_bucket_sums planned for the actual window (long windows)';
 
 -- Recompute the stored sums of the given (region, bucket) pairs from the
--- rows, then of their groups.  Rows are locked first, in key order (created
--- when missing), and recomputed by later statements, which see every write
--- committed while this one waited.  Buckets and groups left without a row
--- are deleted.
+-- rows, then of their groups.  Their rows are locked first, in key order, by
+-- an upsert (created when missing; an existing row is updated in place, so
+-- a writer that finds it waits for the one holding it), and recomputed by a
+-- later statement, which in READ COMMITTED sees every write committed while
+-- this one waited; under REPEATABLE READ or SERIALIZABLE the upsert of a row
+-- another transaction changed since the snapshot fails with 40001.  Rows
+-- are never deleted: a bucket whose rows are all deleted keeps a row of
+-- zeros, so a concurrent writer never loses the row it waits for.
 CREATE FUNCTION regime_bucket_sums_refresh(p_regions text[], p_buckets integer[])
 RETURNS void
 LANGUAGE plpgsql
@@ -470,12 +484,7 @@ BEGIN
     SELECT DISTINCT k.region, k.bucket, 0, 0, 0, 0
       FROM unnest(p_regions, p_buckets) AS k(region, bucket)
      ORDER BY 1, 2
-        ON CONFLICT DO NOTHING;
-    PERFORM
-       FROM regime_bucket_sums AS s
-      WHERE (s.region, s.bucket) IN (SELECT * FROM unnest(p_regions, p_buckets))
-      ORDER BY s.region, s.bucket
-        FOR UPDATE;
+        ON CONFLICT (region, bucket) DO UPDATE SET n_rows = s.n_rows;
     UPDATE regime_bucket_sums AS s
        SET n_rows = coalesce(f.n_rows, 0), day_sum = coalesce(f.day_sum, 0),
            n_dates = coalesce(f.n_dates, 0), n_usable = coalesce(f.n_usable, 0),
@@ -487,22 +496,13 @@ BEGIN
                + least(14, date '5874897-12-31' - regime_bucket_first_day(k.bucket))) AS f ON true
      WHERE s.region = k.region
        AND s.bucket = k.bucket;
-    DELETE FROM regime_bucket_sums AS s
-     WHERE (s.region, s.bucket) IN (SELECT * FROM unnest(p_regions, p_buckets))
-       AND s.n_rows = 0;
 
     INSERT INTO regime_bucket_group_sums AS g
            (region, bucket_group, n_rows, day_sum, n_dates, n_usable, dirty, state)
     SELECT DISTINCT k.region, k.bucket / 16, 0, 0, 0, 0, false, '{0}'::double precision[]
       FROM unnest(p_regions, p_buckets) AS k(region, bucket)
      ORDER BY 1, 2
-        ON CONFLICT DO NOTHING;
-    PERFORM
-       FROM regime_bucket_group_sums AS g
-      WHERE (g.region, g.bucket_group)
-            IN (SELECT k.region, k.bucket / 16 FROM unnest(p_regions, p_buckets) AS k(region, bucket))
-      ORDER BY g.region, g.bucket_group
-        FOR UPDATE;
+        ON CONFLICT (region, bucket_group) DO UPDATE SET n_rows = g.n_rows;
     UPDATE regime_bucket_group_sums AS g
        SET n_rows = coalesce(b.n_rows, 0), day_sum = coalesce(b.day_sum, 0),
            n_dates = coalesce(b.n_dates, 0), n_usable = coalesce(b.n_usable, 0),
@@ -522,10 +522,6 @@ BEGIN
                HAVING count(*) > 0) AS b ON true
      WHERE g.region = k.region
        AND g.bucket_group = k.bucket_group;
-    DELETE FROM regime_bucket_group_sums AS g
-     WHERE (g.region, g.bucket_group)
-           IN (SELECT k.region, k.bucket / 16 FROM unnest(p_regions, p_buckets) AS k(region, bucket))
-       AND g.n_rows = 0;
 END
 $$;
 
@@ -536,9 +532,22 @@ COMMENT ON FUNCTION regime_bucket_sums_refresh(text[], integer[]) IS
 -- the buckets of the rows before and after the statement (transition tables
 -- old_rows and new_rows).  Dates outside the calendar grid (infinite) are in
 -- no window, hence in no bucket.
+--
+-- SECURITY DEFINER, the one exception to regime-pg's invoker rights (with
+-- regime_bucket_sums_truncated): the sums are derived data that every
+-- writer of regimes must keep, whatever its own privileges, and that no
+-- writer may set to anything else.  Run as the owner of regime-pg's
+-- objects, the trigger reads every row of the buckets it recomputes (row
+-- security or column grants of the writer do not change the sums), and the
+-- writers of regimes need no privilege on the sums tables: nobody but the
+-- owner writes them.  It runs nothing a writer chooses: the writer's rows
+-- reach it as values (their regions and dates), bound into fixed
+-- statements, and its search_path is pinned like every function's
+-- (pg_temp last).  A trigger function cannot be called directly.
 CREATE FUNCTION regime_bucket_sums_changed()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
@@ -576,11 +585,11 @@ COMMENT ON FUNCTION regime_bucket_sums_changed() IS
     'regime-pg: statement trigger keeping the stored bucket sums of changed rows';
 
 -- The statement trigger of TRUNCATE on regimes: no row, no sum.  DELETE,
--- not TRUNCATE, so that the roles writing regimes need the same privileges
--- on the sums for every statement.
+-- not TRUNCATE, so that readers of the sums are not locked out meanwhile.
 CREATE FUNCTION regime_bucket_sums_truncated()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
@@ -603,44 +612,18 @@ SET search_path FROM CURRENT
 SET client_min_messages = warning
 AS $$
 DECLARE
-    stored  bigint;
-    missing text;
+    stored bigint;
 BEGIN
     LOCK TABLE regimes IN SHARE ROW EXCLUSIVE MODE;
-    -- The triggers run as the role writing regimes: each such role must be
-    -- able to read and write the sums and read the rows they are summed
-    -- from, or its writes would fail from now on.
-    SELECT string_agg(DISTINCT w.name, ', ' ORDER BY w.name)
-      INTO missing
-      FROM (SELECT CASE WHEN a.grantee = 0 THEN 'public'
-                        ELSE a.grantee::regrole::text END AS name
-              FROM pg_catalog.pg_class AS c,
-                   aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS a
-             WHERE c.oid = 'regimes'::regclass
-               AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
-            UNION
-            SELECT CASE WHEN a.grantee = 0 THEN 'public'
-                        ELSE a.grantee::regrole::text END
-              FROM pg_catalog.pg_attribute AS c,
-                   aclexplode(c.attacl) AS a
-             WHERE c.attrelid = 'regimes'::regclass
-               AND c.attnum > 0
-               AND NOT c.attisdropped
-               AND a.privilege_type IN ('INSERT', 'UPDATE')) AS w
-     WHERE EXISTS (SELECT
-                     FROM unnest(ARRAY['regime_bucket_sums', 'regime_bucket_group_sums'])
-                              AS t(name),
-                          unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege)
-                    WHERE NOT has_table_privilege(w.name, t.name, p.privilege))
-        OR NOT has_table_privilege(w.name, 'regime_embeddings_latest', 'SELECT')
-        OR EXISTS (SELECT
-                     FROM unnest(ARRAY['regime_record_id', 'as_of_date', 'region',
-                                       'created_at', 'embedding_vector']) AS k(name)
-                    WHERE NOT has_column_privilege(w.name, 'regimes', k.name, 'SELECT'));
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'roles that write regimes may not write the bucket sums: %', missing
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Run regime-pg roles grant-engine ROLE for each of them, then enable again.';
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'regime_bucket_sums_enable() must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its snapshot would miss rows committed while it waited for its lock.';
+    END IF;
+    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class AS c
+         WHERE c.oid = 'regimes'::regclass) THEN
+        RAISE EXCEPTION 'regimes has row-level security enabled: stored bucket sums would show every reader of them aggregates of rows the policies hide'
+            USING ERRCODE = 'feature_not_supported';
     END IF;
     IF NOT regime_bucket_sums_enabled() THEN
         DROP TRIGGER IF EXISTS regime_pg_bucket_sums_insert ON regimes;

@@ -307,15 +307,27 @@ def fetch(conn: Connection, query: str, params: Sequence[Any] = ()) -> tuple[Any
     return tuple(row)
 
 
+# A bucket or group whose rows were all deleted keeps a row of zeros (the triggers never
+# delete one, so that a writer waiting for it never loses it): not compared.
 BUCKETS_SQL = (
     "SELECT region, bucket, n_rows, day_sum, n_dates, n_usable, first_date, last_date,"
     "       vector_send(partial)"
-    "  FROM regime_bucket_sums ORDER BY region, bucket"
+    "  FROM regime_bucket_sums WHERE n_rows > 0 ORDER BY region, bucket"
 )
 GROUPS_SQL = (
     "SELECT region, bucket_group, n_rows, day_sum, n_dates, n_usable, first_date, last_date,"
     "       dirty, state"
-    "  FROM regime_bucket_group_sums ORDER BY region, bucket_group"
+    "  FROM regime_bucket_group_sums WHERE n_rows > 0 ORDER BY region, bucket_group"
+)
+#: Rows of zero count that hold anything but zeros (none should).
+EMPTIED_SQL = (
+    "SELECT (SELECT count(*) FROM regime_bucket_sums"
+    "         WHERE n_rows = 0 AND (day_sum <> 0 OR n_dates <> 0 OR n_usable <> 0"
+    "            OR first_date IS NOT NULL OR last_date IS NOT NULL OR partial IS NOT NULL)),"
+    "       (SELECT count(*) FROM regime_bucket_group_sums"
+    "         WHERE n_rows = 0 AND (day_sum <> 0 OR n_dates <> 0 OR n_usable <> 0"
+    "            OR first_date IS NOT NULL OR last_date IS NOT NULL OR dirty"
+    "            OR state <> '{0}'))"
 )
 
 
@@ -329,8 +341,9 @@ def stored_sums(conn: Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any
 def sums_text(conn: Connection) -> list[str]:
     """Both tables as text, row by row (dates Python cannot hold included)."""
     return [str(r[0]) for r in conn.execute(
-        "SELECT b::text FROM regime_bucket_sums AS b"
-        " UNION ALL SELECT g::text FROM regime_bucket_group_sums AS g ORDER BY 1").fetchall()]
+        "SELECT b::text FROM regime_bucket_sums AS b WHERE n_rows > 0"
+        " UNION ALL SELECT g::text FROM regime_bucket_group_sums AS g WHERE n_rows > 0"
+        " ORDER BY 1").fetchall()]
 
 
 def rebuilt_sums(conn: Connection, read: Callable[[Connection], Any] | None = None) -> Any:
@@ -830,8 +843,10 @@ def test_triggers_keep_the_sums(db: str) -> None:
                   if r.region == "US" and bucket_of(r.day) // GROUP_BUCKETS == group]
         delete("DELETE FROM regimes WHERE region = 'US' AND as_of_date BETWEEN %s AND %s",
                (group_start(group), group_start(group + 1) - days(1)), picked)
-        assert fetch(conn, "SELECT count(*) FROM regime_bucket_group_sums"
-                           " WHERE region = 'US' AND bucket_group = %s", (group,)) == (0,)
+        # the emptied group keeps a row of zeros (never deleted), as do its buckets
+        assert fetch(conn, "SELECT n_rows, n_dates, state FROM regime_bucket_group_sums"
+                           " WHERE region = 'US' AND bucket_group = %s", (group,)) == (0, 0, [0.0])
+        assert fetch(conn, EMPTIED_SQL) == (0, 0)
         assert_windows_replay(conn, model)
 
         # a rolled-back transaction leaves the sums as they were
@@ -1117,22 +1132,16 @@ def test_a_role_that_cannot_read_the_sums_computes_from_the_rows(db: str, role: 
         assert small_results(conn) == expected
 
 
-def test_a_writer_of_regimes_needs_the_sums_privileges(db: str, role: str) -> None:
-    """The triggers run as the role writing regimes: enable() refuses while such a role
-    may not read and write the sums, and works, with the role's writes kept, once it may."""
+def test_a_writer_of_regimes_keeps_the_sums_without_privileges_on_them(
+        db: str, role: str) -> None:
+    """The triggers run as the owner (SECURITY DEFINER): a role that may write regimes but
+    has no privilege on the sums keeps them by every kind of write, and cannot write them
+    itself."""
     conn, model = loaded(db, enabled_=False)
     ident = sql.Identifier(role)
     with conn:
-        conn.execute(sql.SQL("GRANT INSERT, UPDATE, DELETE, TRUNCATE ON regimes TO {}").format(
-            ident))
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON regime_bucket_sums,"
-                             " regime_bucket_group_sums TO {}").format(ident))  # no DELETE
-        refused = outcome_of(conn, "SELECT regime_bucket_sums_enable()")
-        assert refused is not None and refused.sqlstate == "42501"
-        assert role in (refused.message or "")
-        assert not enabled(conn) and bucket_triggers(conn) == []
-        conn.execute(sql.SQL("GRANT DELETE ON regime_bucket_sums, regime_bucket_group_sums"
-                             " TO {}").format(ident))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON regimes TO {}")
+                     .format(ident))
         enable(conn)
         rng = np.random.default_rng(7)
         rows = [Row("US", dt.date(2018, 7, 1) + days(k), vectors(rng, 1)[0],
@@ -1143,6 +1152,8 @@ def test_a_writer_of_regimes_needs_the_sums_privileges(db: str, role: str) -> No
             conn.execute("UPDATE regimes SET regime_embedding = NULL"
                          " WHERE regime_record_id = %s", (rows[0].rid,))
             conn.execute("DELETE FROM regimes WHERE regime_record_id = %s", (rows[1].rid,))
+            denied = outcome_of(conn, "UPDATE regime_bucket_sums SET n_rows = 0")
+            assert denied is not None and denied.sqlstate == "42501"
         model.add(rows)
         rows[0].payload = None
         del model.rows[rows[1].rid]
@@ -1152,17 +1163,23 @@ def test_a_writer_of_regimes_needs_the_sums_privileges(db: str, role: str) -> No
         assert stored_sums(conn) == ([], [])
 
 
-def test_enable_refuses_for_a_role_that_may_update_some_columns(db: str, role: str) -> None:
-    """A column privilege (GRANT UPDATE (col) ON regimes) writes regimes too: its UPDATE
-    would fire the triggers, so enable() names the role as for a table privilege."""
+def test_enable_refuses_under_row_security_and_outside_read_committed(db: str) -> None:
+    """enable() would show aggregates of rows a policy hides, and under REPEATABLE READ
+    its snapshot would miss rows committed while it waited for its lock: it refuses both,
+    and nothing changes."""
     conn, _ = loaded(db, enabled_=False)
     with conn:
-        conn.execute(sql.SQL("GRANT UPDATE (confidence) ON regimes TO {}").format(
-            sql.Identifier(role)))
+        conn.execute("ALTER TABLE regimes ENABLE ROW LEVEL SECURITY")
         refused = outcome_of(conn, "SELECT regime_bucket_sums_enable()")
-        assert refused is not None and refused.sqlstate == "42501", refused
-        assert role in (refused.message or "")
-        assert not enabled(conn)
+        assert refused is not None and refused.sqlstate == "0A000", refused
+        assert "row-level security" in (refused.message or "")
+        conn.execute("ALTER TABLE regimes DISABLE ROW LEVEL SECURITY")
+        assert not enabled(conn) and bucket_triggers(conn) == []
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            refused = outcome_of(conn, "SELECT regime_bucket_sums_enable()")
+        assert refused is not None and refused.sqlstate == "25000", refused
+        assert not enabled(conn) and bucket_triggers(conn) == []
 
 
 def test_row_level_security_computes_from_the_rows(db: str, role: str) -> None:

@@ -29,7 +29,7 @@ from regime_pg import bucket_sums, migrate, roles
 from regime_pg.cli import roles as roles_cli
 from regime_pg.client import compute_prototypes
 from regime_pg.connection import connect
-from regime_pg.errors import InsufficientPrivilegeError, RegimePgError, SchemaNotReadyError
+from regime_pg.errors import RegimePgError, SchemaNotReadyError
 from tests.conftest import Server, create_database, database_dsn, drop_database
 from tests.engine import business_days, create_engine_schema, insert_rows
 
@@ -740,10 +740,9 @@ def test_cli_not_migrated_and_unreachable_are_one_line(
 # --------------------------------------------------------------------------- engine role
 
 
-def test_engine_role_needs_grant_engine_before_sums_are_enabled(pg_server: Server) -> None:
-    """enable() refuses while a role that writes regimes cannot write the sums (nothing
-    changes), grant-engine lets it, and the engine's inserts then keep the sums; a reader
-    reads them; revoke takes the grant away."""
+def test_engine_role_keeps_the_sums_without_any_grant_on_them(pg_server: Server) -> None:
+    """The sums' triggers run as the owner: a role that may only INSERT into regimes keeps
+    them, and may not write them itself; a reader reads them (grant-reader)."""
     name = create_database(pg_server)
     dsn = database_dsn(pg_server.admin_dsn, name)
     engine_role = f"regime_pg_engine_{uuid.uuid4().hex[:8]}"
@@ -756,28 +755,17 @@ def test_engine_role_needs_grant_engine_before_sums_are_enabled(pg_server: Serve
             for role in (engine_role, reader_role):
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
             conn.execute(
-                sql.SQL("GRANT SELECT, INSERT ON regimes TO {}").format(sql.Identifier(engine_role))
+                sql.SQL("GRANT INSERT ON regimes TO {}").format(sql.Identifier(engine_role))
             )
             roles.grant_reader(conn, reader_role)
-            with pytest.raises(InsufficientPrivilegeError, match=engine_role):
-                bucket_sums.enable(conn)
-            assert bucket_sums.status(conn).enabled is False
-            assert roles.plan(conn, "grant-engine", engine_role) == [
-                *(
-                    f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "public"."{table}"'
-                    f' TO "{engine_role}";'
-                    for table in ("regime_bucket_sums", "regime_bucket_group_sums")
-                ),
-                'GRANT SELECT ("regime_record_id", "as_of_date", "region", "created_at",'
-                f' "embedding_vector") ON TABLE "public"."regimes" TO "{engine_role}";',
-                f'GRANT SELECT ON TABLE "public"."regime_embeddings_latest" TO "{engine_role}";',
-            ]
-            roles.grant_engine(conn, engine_role)
             assert bucket_sums.enable(conn) == 0
-        engine_dsn = psycopg.conninfo.make_conninfo(dsn, user=engine_role)
+            assert roles.audit(conn) == []
         dates = business_days(dt.date(2018, 1, 1), 40)
+        engine_dsn = psycopg.conninfo.make_conninfo(dsn, user=engine_role)
         with psycopg.connect(engine_dsn, autocommit=True) as conn:
             insert_rows(conn, "US", dates, np.ones((40, DIM), dtype="<f4"))
+            message = denied(conn, "DELETE FROM regime_bucket_sums")
+            assert message == "permission denied for table regime_bucket_sums"
         # calendar bucket: Julian day // 15 (2000-01-01 is Julian day 2,451,545)
         buckets = {(d.toordinal() + 1_721_425) // 15 for d in dates}
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -795,11 +783,6 @@ def test_engine_role_needs_grant_engine_before_sums_are_enabled(pg_server: Serve
                 "'US', '2018-01-01', '2018-02-23')"
             ).fetchone()
         assert row == (40, math.sqrt(DIM))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            roles.revoke_all(conn, engine_role)
-            assert conn.execute(
-                "SELECT has_table_privilege(%s, 'regime_bucket_sums', 'INSERT')", (engine_role,)
-            ).fetchone() == (False,)
     finally:
         drop_database(pg_server, name)
         with psycopg.connect(pg_server.admin_dsn, autocommit=True) as conn:

@@ -7,8 +7,7 @@
     regime-pg sets list | show NAME | export NAME | import FILE --name NAME | delete NAME
     regime-pg timeline --set NAME --start D --end D --output timeline.png [--csv F]
     regime-pg bench [--quick | --full] [--output F]
-    regime-pg roles grant-reader ROLE | grant-writer ROLE | grant-engine ROLE | revoke ROLE
-                    [--writer-only] | audit
+    regime-pg roles grant-reader ROLE | grant-writer ROLE | revoke ROLE [--writer-only] | audit
     regime-pg sums enable | disable | status [--dsn DSN]
     regime-pg --version
 

@@ -2,7 +2,6 @@
 
     regime-pg roles grant-reader ROLE [--schema S] [--dry-run] [--dsn DSN]
     regime-pg roles grant-writer ROLE [--schema S] [--dry-run] [--dsn DSN]
-    regime-pg roles grant-engine ROLE [--schema S] [--dry-run] [--dsn DSN]
     regime-pg roles revoke ROLE [--writer-only] [--schema S] [--dry-run] [--dsn DSN]
     regime-pg roles audit [--schema S] [--dsn DSN]
 
@@ -31,8 +30,6 @@ log = logging.getLogger("regime_pg.cli")
 _ACTIONS = {
     "grant-reader": "let ROLE compute prototypes and classify; it writes nothing",
     "grant-writer": "a reader that may also save and delete prototype sets",
-    "grant-engine": "let ROLE, which writes regimes, keep the stored bucket sums "
-    "(needed before regime-pg db sums enable)",
     "revoke": "take away what grant-reader / grant-writer gave (schema USAGE excepted)",
 }
 
@@ -105,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
 _APPLY = {
     "grant-reader": roles.grant_reader,
     "grant-writer": roles.grant_writer,
-    "grant-engine": roles.grant_engine,
     "revoke-writer": roles.revoke_writer,
     "revoke": roles.revoke_all,
 }

@@ -4,9 +4,9 @@
     regime-pg sums status [--dsn DSN]     # enabled: yes/no, and the rows stored
     regime-pg sums disable [--dsn DSN]    # triggers dropped, sums emptied
 
-Run ``enable`` as the owner of ``regimes`` after ``regime-pg roles
-grant-engine ROLE`` for every role that writes ``regimes``; ``status`` exits
-0 when the sums are enabled and 3 when they are not.
+Run ``enable`` as the owner of ``regimes`` (it creates triggers on it); the
+roles that write ``regimes`` need no grant.  ``status`` exits 0 when the sums
+are enabled and 3 when they are not.
 """
 
 from __future__ import annotations
