@@ -103,13 +103,7 @@ def released_function(name: str, function: str) -> str:
     >>> released_function("prototypes--1.sql", "compute_regime_prototype").split("(")[0]
     'CREATE OR REPLACE FUNCTION compute_regime_prototype'
     """
-    text = read_sql(name)
-    heads = [h for h in (f"CREATE FUNCTION {function}(", f"CREATE OR REPLACE FUNCTION {function}(")
-             if h in text]
-    if len(heads) != 1 or text.count(heads[0]) != 1:
-        raise MigrationError(f"{name} does not define function {function} exactly once")
-    body = _statement_at(text, heads[0])
-    return "CREATE OR REPLACE FUNCTION " + body[len(heads[0]) - len(function) - 1 :]
+    return _released_replacement(name, "FUNCTION", function, "(")
 
 
 def released_view(name: str, view: str) -> str:
@@ -122,13 +116,22 @@ def released_view(name: str, view: str) -> str:
     >>> released_view("prototypes--1.sql", "regime_embeddings_latest").split(" AS")[0]
     'CREATE OR REPLACE VIEW regime_embeddings_latest WITH (security_invoker = true)'
     """
+    return _released_replacement(name, "VIEW", view, " ")
+
+
+def _released_replacement(name: str, kind: str, object_name: str, after: str) -> str:
+    """The one ``CREATE [OR REPLACE] kind object_name`` statement of released file
+    ``name``, as ``CREATE OR REPLACE``; ``after`` is what follows the name."""
     text = read_sql(name)
-    heads = [h for h in (f"CREATE VIEW {view} ", f"CREATE OR REPLACE VIEW {view} ")
+    heads = [h for h in (f"CREATE {kind} {object_name}{after}",
+                         f"CREATE OR REPLACE {kind} {object_name}{after}")
              if h in text]
     if len(heads) != 1 or text.count(heads[0]) != 1:
-        raise MigrationError(f"{name} does not define view {view} exactly once")
+        raise MigrationError(
+            f"{name} does not define {kind.lower()} {object_name} exactly once"
+        )
     body = _statement_at(text, heads[0])
-    return "CREATE OR REPLACE VIEW " + body[len(heads[0]) - len(view) - 1 :]
+    return f"CREATE OR REPLACE {kind} " + body[len(heads[0]) - len(object_name) - 1 :]
 
 
 def target_schema(conn: Connection) -> str:
