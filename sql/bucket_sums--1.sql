@@ -303,25 +303,28 @@ $$;
 COMMENT ON FUNCTION regime_calendar_grid_state(text, date, date, boolean) IS
     'regime-pg: calendar-grid float8 state of a window, from stored sums or from the rows';
 
--- One scan of the window: the sum of the distances to p_center, exactly as
--- regime_window_distances (prototypes--5.sql) computes it, with the number
--- of rows and the sum of their Julian days for the staleness check.
+-- One scan of the window, the distance to p_center computed once a row:
+-- the exact sum of every row's distance in units of 2^-32, each distance
+-- capped at 2^31 - 1 (so that the units fit a bigint), with the number of
+-- rows and the sum of their Julian days for the staleness check.  The units
+-- are prototypes--5.sql's, so while their sum is below (2^31 - 1) * 2^32 no
+-- distance was capped and sum / 2^32, rounded once to float8, is exactly what
+-- regime_window_distances returns; a larger sum (a window whose distances add
+-- up to 2^31 or more) is left to the caller, which asks
+-- regime_window_distances.  Version 5 writes the distance out three times a
+-- row, to keep its rare distances of 2^31 or more apart: about 12% of this
+-- scan on a 1M-row window.
 CREATE FUNCTION regime_window_distances_counted(p_region text, p_start date, p_end date,
                                                 p_center vector)
-RETURNS TABLE (distances double precision, n_rows bigint, day_sum bigint)
+RETURNS TABLE (units numeric, n_rows bigint, day_sum bigint)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 BEGIN
     RETURN QUERY
-        SELECT coalesce((sum(round((r.embedding_vector <-> p_center)
-                                   * 4294967296::double precision)::bigint)
-                             FILTER (WHERE (r.embedding_vector <-> p_center)
-                                           < 2147483648::double precision))
-                        ::double precision / 4294967296::double precision, 0)
-               + coalesce(sum(r.embedding_vector <-> p_center)
-                              FILTER (WHERE NOT (r.embedding_vector <-> p_center)
-                                                < 2147483648::double precision), 0),
+        SELECT coalesce(sum(round(least(r.embedding_vector <-> p_center,
+                                        2147483647::double precision)
+                                  * 4294967296::double precision)::bigint), 0),
                count(*),
                coalesce(sum(r.as_of_date - date '4714-11-24 BC'), 0)::bigint
           FROM regimes AS r
@@ -331,7 +334,7 @@ END
 $$;
 
 COMMENT ON FUNCTION regime_window_distances_counted(text, date, date, vector) IS
-    'regime-pg: sum of the distances of a window''s rows to a centre, with their count';
+    'regime-pg: exact units of the distances of a window''s rows to a centre, with their count';
 
 -- True when the four triggers of regime_bucket_sums_enable() are on regimes
 -- and fire in ordinary sessions (enabled, or enabled ALWAYS).
@@ -362,11 +365,12 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    result   regime_prototype;
-    stored   boolean;
-    grid     record;
-    scan     record;
-    latest   record;
+    result     regime_prototype;
+    stored     boolean;
+    grid       record;
+    scan       record;
+    distances  double precision;
+    latest     record;
     everything record;
 BEGIN
     stored := has_table_privilege('regime_bucket_sums', 'SELECT')
@@ -405,6 +409,14 @@ BEGIN
             USING HINT = 'SELECT regime_bucket_sums_enable() rebuilds them.';
         stored := false;
     END LOOP;
+    -- No distance was capped, or the window's distances add up to 2^31 or more
+    -- and version 5's scan, which keeps those apart, sums them.
+    IF scan.units < 9223372032559808512 THEN
+        distances := scan.units::double precision / 4294967296::double precision;
+    ELSE
+        distances := (SELECT d FROM regime_window_distances(p_region, p_start, p_end,
+                                                             result.center) AS d);
+    END IF;
 
     -- Groups with a duplicate date trade their rows' distances for the
     -- latest rows', in exact units, as prototypes--5.sql does for buckets.
@@ -439,12 +451,12 @@ BEGIN
                                        + least(239, p_end
                                                     - regime_bucket_first_day(16 * k.bucket_group))
                         OFFSET 0) AS e;
-        scan.distances := scan.distances
+        distances := distances
             + (coalesce(latest.units, 0) - coalesce(everything.units, 0))::double precision
               / 4294967296::double precision
             + (coalesce(latest.other, 0) - coalesce(everything.other, 0));
     END IF;
-    result.dispersion := scan.distances / grid.n_usable;
+    result.dispersion := distances / grid.n_usable;
     RETURN result;
 END
 $$;

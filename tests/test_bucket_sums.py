@@ -1313,6 +1313,34 @@ def test_errors_are_unchanged(db: str) -> None:
         assert disabled["only NULL embeddings"].sqlstate == "P0002"  # type: ignore[union-attr]
 
 
+def test_distances_adding_up_past_2_to_the_31_use_version_5s_sums(db: str) -> None:
+    """The one-pass distance scan caps each distance at 2^31 - 1; a window whose distances
+    add up to (2^31 - 1) or more is summed by regime_window_distances instead: the
+    dispersion is then exactly its sum over the window, divided by the dates (here about
+    1.96e9 a row, 60 rows, with a duplicate date traded for the latest row)."""
+    conn, _ = loaded(db)
+    with conn:
+        big = np.full(DIM, 1e8, dtype="<f4")
+        rows = [Row("HUGE", dt.date(2018, 1, 1) + days(k), big * (3 if k % 2 else 1))
+                for k in range(60)]
+        rows.append(Row("HUGE", dt.date(2018, 1, 5), big * 5, T0 + dt.timedelta(hours=1)))
+        insert(conn, rows, "statement")
+        start, end = dt.date(2018, 1, 1), dt.date(2018, 3, 1)
+        result = compute(conn, "HUGE", start, end)
+        assert result.n_dates == 60
+        # what version 5 sums over every row, the duplicate date's rows traded exactly
+        expected = fetch(
+            conn,
+            "SELECT (d.all_rows - o.older) / 60 FROM (SELECT %s::vector AS c) AS p,"
+            " LATERAL regime_window_distances('HUGE', %s, %s, p.c) AS d(all_rows),"
+            " LATERAL (SELECT r.embedding_vector <-> p.c FROM regimes AS r"
+            "           WHERE r.region = 'HUGE' AND r.as_of_date = '2018-01-05'"
+            "             AND r.created_at = %s) AS o(older)",
+            ("[" + ",".join(map(repr, result.centre().tolist())) + "]", start, end, T0))[0]
+        assert result.dispersion_value() == pytest.approx(expected, rel=1e-12)
+        assert result.dispersion_value() * 60 > 2**31
+
+
 FIRST_DAY, LAST_DAY = "4714-11-24 BC", "5874897-12-31"
 
 
