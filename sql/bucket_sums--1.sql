@@ -131,10 +131,14 @@ COMMENT ON FUNCTION regime_bucket_first_day(integer) IS
 -- staleness check), and over the latest row of each date the number of
 -- dates, of usable ones, their first and last date and the float32 sum of
 -- their vectors in date order.  A bucket cut by p_from or p_to is summed
--- over its part in the range.  As regime_window_bucket_states
--- (prototypes--4.sql) does for the window grid: only the buckets from that
--- of the range's first row to that of its last are visited, one index range
--- each; a bucket whose dates are all distinct (one bit per day of its 15)
+-- over its part in the range.  Only the buckets with a row are visited: a
+-- recursive skip scan finds each from the previous one (one index probe for
+-- the first date at or after the next bucket's first day), so a region with
+-- rows 10,000 years apart costs what its rows cost, not 240,000 empty
+-- buckets (prototypes--4.sql's walk over every bucket between the first and
+-- the last row would, and regime_bucket_sums_enable() reads every region
+-- whole).  Each bucket is then one index range; a bucket whose dates are
+-- all distinct (one bit per day of its 15)
 -- sums its rows as they are, and only a bucket with a duplicate date reads
 -- the latest rows through regime_embeddings_latest.  Both give the same sum
 -- for a clean bucket: the same rows, in the same order.
@@ -144,18 +148,27 @@ RETURNS TABLE (bucket integer, n_rows bigint, day_sum bigint, n_dates bigint,
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 BEGIN ATOMIC
+    WITH RECURSIVE k(bucket) AS (
+        SELECT (min(r.as_of_date) - date '4714-11-24 BC') / 15
+          FROM regimes AS r
+         WHERE r.region = p_region
+           AND r.as_of_date BETWEEN p_from AND p_to
+        UNION ALL
+        SELECT (SELECT (min(r.as_of_date) - date '4714-11-24 BC') / 15
+                  FROM regimes AS r
+                 WHERE r.region = p_region
+                   AND r.as_of_date BETWEEN date '4714-11-24 BC' + 15 * (k.bucket + 1)
+                                        AND p_to)
+          FROM k
+         WHERE k.bucket < (p_to - date '4714-11-24 BC') / 15
+    )
     SELECT k.bucket, b.n_rows, b.day_sum,
            CASE WHEN b.clean THEN b.n_rows ELSE l.n_dates END,
            CASE WHEN b.clean THEN b.n_usable ELSE l.n_usable END,
            CASE WHEN b.clean THEN b.first_date ELSE l.first_date END,
            CASE WHEN b.clean THEN b.last_date ELSE l.last_date END,
            CASE WHEN b.clean THEN b.partial ELSE l.partial END
-      FROM (SELECT (min(r.as_of_date) - date '4714-11-24 BC') / 15 AS first_bucket,
-                   (max(r.as_of_date) - date '4714-11-24 BC') / 15 AS last_bucket
-              FROM regimes AS r
-             WHERE r.region = p_region
-               AND r.as_of_date BETWEEN p_from AND p_to) AS span,
-           generate_series(span.first_bucket, span.last_bucket) AS k(bucket),
+      FROM k,
            LATERAL (SELECT count(*) AS n_rows,
                            sum(r.as_of_date - date '4714-11-24 BC') AS day_sum,
                            bit_count(bit_or(1 << ((r.as_of_date - date '4714-11-24 BC') % 15))
@@ -189,7 +202,7 @@ BEGIN ATOMIC
                                                    p_to - date '4714-11-24 BC')
                                AND NOT b.clean
                             OFFSET 0) AS e) AS l
-     WHERE b.n_rows > 0
+     WHERE k.bucket IS NOT NULL
      ORDER BY k.bucket;
 END;
 
