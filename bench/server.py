@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import psycopg
 from psycopg import sql
@@ -34,36 +34,26 @@ class BenchServer:
     def dsn(self, database: str) -> str:
         return psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=database)
 
-    def create_database(self, name: str, template: str = "template0") -> str:
-        """A fresh database (dropped first if it exists); its DSN."""
+    def create_database(self, name: str, template: str = "template0",
+                        strategy: Literal["WAL_LOG", "FILE_COPY"] = "WAL_LOG") -> str:
+        """A fresh database (dropped first if it exists), a copy of ``template``; its DSN.
+
+        ``strategy`` is CREATE DATABASE's: WAL_LOG (PostgreSQL 15's default) or
+        FILE_COPY, a checkpoint then the files copied, without WAL for every
+        page, for a large ``template`` (which must have no connection open).
+        """
+        self.drop_database(name)
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY {}").format(
+                    sql.Identifier(name), sql.Identifier(template), sql.SQL(strategy)
                 )
             )
         return self.dsn(name)
 
     def copy_database(self, name: str, template: str) -> str:
-        """A copy of ``template`` (dropped first if it exists), file by file; its DSN.
-
-        STRATEGY FILE_COPY: a checkpoint, then the files copied, without WAL
-        for every page (PostgreSQL 15's default, WAL_LOG, writes the whole
-        database to the WAL).  ``template`` must have no connection open.
-        """
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-        return self.dsn(name)
+        """A copy of ``template`` (dropped first if it exists), file by file; its DSN."""
+        return self.create_database(name, template, strategy="FILE_COPY")
 
     def drop_database(self, name: str) -> None:
         """Drop ``name`` if it exists (its connections closed): frees its disk."""
