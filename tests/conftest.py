@@ -132,6 +132,17 @@ FORCE_PARALLEL = (
 )
 
 
+def workers_launched(conn: Connection) -> int | None:
+    """Parallel workers launched in this database so far (PostgreSQL 18), else None."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT to_jsonb(d) -> 'parallel_workers_launched' FROM pg_stat_database AS d"
+        " WHERE datname = current_database()"
+    ).fetchone()
+    return None if row is None or row[0] is None else int(str(row[0]))
+
+
 def database_dsn(admin_dsn: str, name: str) -> str:
     """The DSN of database ``name`` on the server of ``admin_dsn``."""
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)

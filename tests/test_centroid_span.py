@@ -45,7 +45,7 @@ from bench.statements import explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import Connection
 from regime_pg.migration_ops import released_function
-from tests.conftest import FORCE_PARALLEL, Server
+from tests.conftest import FORCE_PARALLEL, Server, workers_launched
 from tests.engine import business_days
 from tests.released_centroid import reference_database
 
@@ -308,17 +308,6 @@ def windows() -> list[tuple[str, str, str]]:
                                      rng.integers(LONG_DAYS, 9000)]))
             drawn.append((region, start, start + dt.timedelta(days=length)))
     return [(region, str(start), str(end)) for region, start, end in fixed + drawn]
-
-
-def workers_launched(conn: Connection) -> int | None:
-    """Parallel workers launched in this database so far (PostgreSQL 18), else None."""
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
-        "SELECT to_jsonb(d) -> 'parallel_workers_launched' FROM pg_stat_database AS d"
-        " WHERE datname = current_database()"
-    ).fetchone()
-    return None if row is None or row[0] is None else int(str(row[0]))
 
 
 @pytest.mark.parametrize("plans", ["serial", "parallel"])

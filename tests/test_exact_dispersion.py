@@ -30,7 +30,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from regime_pg.connection import Connection
-from tests.conftest import FORCE_PARALLEL, Server
+from tests.conftest import FORCE_PARALLEL, Server, workers_launched
 from tests.engine import business_days
 from tests.released_centroid import reference_database
 
@@ -118,17 +118,6 @@ def fetch(conn: Connection, query: str, params: tuple[Any, ...]) -> tuple[Any, .
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return tuple(row)
-
-
-def workers_launched(conn: Connection) -> int | None:
-    """Parallel workers launched in this database so far (PostgreSQL 18), else None."""
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
-        "SELECT to_jsonb(d) -> 'parallel_workers_launched' FROM pg_stat_database AS d"
-        " WHERE datname = current_database()"
-    ).fetchone()
-    return None if row is None or row[0] is None else int(str(row[0]))
 
 
 # --------------------------------------------------------------------------- every plan

@@ -36,7 +36,14 @@ import pytest
 from bench.statements import bucket_bounds, explain, function_statements
 from regime_pg import migrate
 from regime_pg.connection import Connection, use_vector_types, vector_to_numpy
-from tests.conftest import FORCE_PARALLEL, Server, create_database, database_dsn, drop_database
+from tests.conftest import (
+    FORCE_PARALLEL,
+    Server,
+    create_database,
+    database_dsn,
+    drop_database,
+    workers_launched,
+)
 from tests.routines import routines_query
 
 DIM = 384
@@ -273,28 +280,14 @@ def test_a_call_starts_parallel_workers(adv: Adversarial) -> None:
     long-window statements are RETURN QUERY of their own functions.
     """
     with connect(adv.dsn) as conn:
-        counter = conn.execute(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pg_stat_database'::regclass"
-            "   AND attname = 'parallel_workers_launched'"
-        ).fetchone()
-        if counter is None or counter[0] == 0:
+        before = workers_launched(conn)
+        if before is None:
             pytest.skip("pg_stat_database.parallel_workers_launched is new in PostgreSQL 18")
         for setting in FORCE_PARALLEL:
             conn.execute(setting)
-
-        def launched() -> int:
-            conn.execute("SELECT pg_stat_force_next_flush()")  # at the end of this statement
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(
-                "SELECT parallel_workers_launched FROM pg_stat_database"
-                " WHERE datname = current_database()"
-            ).fetchone()
-            assert row is not None
-            return int(row[0])
-
-        before = launched()
         prototype(conn, "ADV", adv.dates[0], adv.dates[-1])
-        after = launched()
+        after = workers_launched(conn)
+    assert after is not None
     assert after - before >= 2  # the 8 parts, then the dispersion's scan
 
 
