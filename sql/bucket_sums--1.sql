@@ -383,8 +383,7 @@ DECLARE
     grid       record;
     scan       record;
     distances  double precision;
-    latest     record;
-    everything record;
+    trade      record;
 BEGIN
     stored := has_table_privilege('regime_bucket_sums', 'SELECT')
               AND has_table_privilege('regime_bucket_group_sums', 'SELECT')
@@ -432,42 +431,43 @@ BEGIN
     END IF;
 
     -- Groups with a duplicate date trade their rows' distances for the
-    -- latest rows', in exact units, as prototypes--5.sql does for buckets.
+    -- latest rows', in exact units, as prototypes--5.sql does for buckets:
+    -- the latest rows' units minus all their rows' units, over each group's
+    -- part of the window, both read by one statement.
     IF grid.dirty IS NOT NULL THEN
-        SELECT sum(round(e.d * 4294967296::double precision)::bigint)
-                   FILTER (WHERE e.d < 2147483648::double precision) AS units,
-               sum(e.d) FILTER (WHERE NOT e.d < 2147483648::double precision) AS other
-          INTO latest
+        SELECT coalesce(sum(round(e.d * 4294967296::double precision)::bigint)
+                            FILTER (WHERE e.latest AND e.d < 2147483648::double precision), 0)
+               - coalesce(sum(round(e.d * 4294967296::double precision)::bigint)
+                              FILTER (WHERE NOT e.latest
+                                        AND e.d < 2147483648::double precision), 0)
+                   AS units,
+               coalesce(sum(e.d) FILTER (WHERE e.latest
+                                           AND NOT e.d < 2147483648::double precision), 0)
+               - coalesce(sum(e.d) FILTER (WHERE NOT e.latest
+                                             AND NOT e.d < 2147483648::double precision), 0)
+                   AS other
+          INTO trade
           FROM unnest(grid.dirty) AS k(bucket_group),
-               LATERAL (SELECT l.embedding_vector <-> result.center AS d
-                          FROM regime_embeddings_latest AS l
-                         WHERE l.region = p_region
-                           AND l.as_of_date
-                               BETWEEN greatest(p_start,
-                                                regime_bucket_first_day(16 * k.bucket_group))
-                                   AND regime_bucket_first_day(16 * k.bucket_group)
-                                       + least(239, p_end
-                                                    - regime_bucket_first_day(16 * k.bucket_group))
-                        OFFSET 0) AS e;
-        SELECT sum(round(e.d * 4294967296::double precision)::bigint)
-                   FILTER (WHERE e.d < 2147483648::double precision) AS units,
-               sum(e.d) FILTER (WHERE NOT e.d < 2147483648::double precision) AS other
-          INTO everything
-          FROM unnest(grid.dirty) AS k(bucket_group),
-               LATERAL (SELECT r.embedding_vector <-> result.center AS d
+               LATERAL (SELECT greatest(p_start, regime_bucket_first_day(16 * k.bucket_group))
+                                   AS first_day,
+                               regime_bucket_first_day(16 * k.bucket_group)
+                               + least(239, p_end
+                                            - regime_bucket_first_day(16 * k.bucket_group))
+                                   AS last_day) AS g,
+               LATERAL (SELECT true AS latest, x.d
+                          FROM (SELECT l.embedding_vector <-> result.center AS d
+                                  FROM regime_embeddings_latest AS l
+                                 WHERE l.region = p_region
+                                   AND l.as_of_date BETWEEN g.first_day AND g.last_day
+                                OFFSET 0) AS x
+                        UNION ALL
+                        SELECT false, r.embedding_vector <-> result.center
                           FROM regimes AS r
                          WHERE r.region = p_region
-                           AND r.as_of_date
-                               BETWEEN greatest(p_start,
-                                                regime_bucket_first_day(16 * k.bucket_group))
-                                   AND regime_bucket_first_day(16 * k.bucket_group)
-                                       + least(239, p_end
-                                                    - regime_bucket_first_day(16 * k.bucket_group))
-                        OFFSET 0) AS e;
+                           AND r.as_of_date BETWEEN g.first_day AND g.last_day) AS e;
         distances := distances
-            + (coalesce(latest.units, 0) - coalesce(everything.units, 0))::double precision
-              / 4294967296::double precision
-            + (coalesce(latest.other, 0) - coalesce(everything.other, 0));
+            + trade.units::double precision / 4294967296::double precision
+            + trade.other;
     END IF;
     result.dispersion := distances / grid.n_usable;
     RETURN result;
