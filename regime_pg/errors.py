@@ -155,6 +155,7 @@ _BY_DIAGNOSTICS: dict[tuple[str, str | None, str | None], type[RegimePgError]] =
     ("22P02", None, None): InvalidLabelError,
     ("22P02", "regime_prototype_sets", None): InvalidSetNameError,
     ("22000", None, None): DimensionMismatchError,
+    ("22000", "regime_prototype_set_members", "l2_norm"): InvalidDocumentError,
     ("22001", None, None): InvalidInputError,
     ("22003", None, None): InvalidInputError,
     ("22004", None, None): InvalidInputError,

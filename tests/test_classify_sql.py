@@ -542,7 +542,8 @@ def test_fit_of_uninformative_labels_stops_at_the_upper_bound(conn: Connection) 
     rotated = json.loads(json.dumps(document))
     order = sorted(LABELS)
     for label, donor in zip(order, order[1:] + order[:1], strict=True):
-        rotated["prototypes"][label]["center"] = document["prototypes"][donor]["center"]
+        for key in ("center", "l2_norm"):  # a centre keeps its norm (prototype_sets--3.sql)
+            rotated["prototypes"][label][key] = document["prototypes"][donor][key]
     row = conn.execute(
         "SELECT temperature, fit_n, fit_separable"
         "  FROM save_regime_prototype_set_from_document('rotated', %s, NULL)",

@@ -81,6 +81,11 @@ def same_json_value(a: Any, b: Any) -> bool:
                                                                        parse_int=float))
 
 
+def norm64(center: np.ndarray) -> float:
+    """The norm of a float32 centre, in float64: what vector_norm gives."""
+    return float(np.linalg.norm(center.astype(np.float64)))
+
+
 def f32(value: float) -> float:
     """The shortest decimal of a float32, as a JSON document holds it."""
     return float(str(np.float32(value))) + 0.0
@@ -390,10 +395,13 @@ def small_document(rng: np.random.Generator) -> dict[str, Any]:
                         65504.0], dtype=np.float32)
     centers = rng.standard_normal((3, DIM)).astype(np.float32) * 7
     centers[0, : special.size] = special
+    # l2_norm must be the norm of the centre (prototype_sets--3.sql): one beyond float32
+    # (4.8e38), one of 17 significant digits, the centre scaled to have it.
+    centers[1] *= np.float32(12.345678901234567 / norm64(centers[1]))
     return {
         "embedding_dim": DIM,
         "prototypes": {
-            "CRISIS": {"center": [f32(v) for v in centers[0]], "l2_norm": 1.0e38,
+            "CRISIS": {"center": [f32(v) for v in centers[0]], "l2_norm": norm64(centers[0]),
                        "window": {"start_date": "2008-09-15", "end_date": "2009-03-09"},
                        "n_dates": 121, "n_skipped": 0, "dispersion": 3.25,
                        "first_date": "2008-09-15", "last_date": "2009-03-09"},
@@ -479,6 +487,8 @@ LONG_CENTER = [0.0] * (DIM + 1)
         (_mutate(("prototypes", "CRISIS", "center"), ["0.5"] * DIM), "22032", "numbers only"),
         (_mutate(("prototypes", "CRISIS", "center"), [1e39] * DIM), "22003", "not a float32"),
         (_mutate(("prototypes", "CRISIS", "l2_norm"), "big"), "22032", "l2_norm of prototype"),
+        (_mutate(("prototypes", "CRISIS", "l2_norm"), 1e38), "22000",
+         "prototype CRISIS: l2_norm 1e+38 is not the norm of its center, 4.8"),
         (_mutate(("prototypes", "CRISIS", "dispersion"), -1), "22032", "non-negative number"),
         (_mutate(("prototypes", "CRISIS", "n_dates"), 1.5), "22032", "non-negative integer"),
         (_mutate(("prototypes", "CRISIS", "n_skipped"), None), "22032", "non-negative integer"),
