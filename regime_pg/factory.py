@@ -12,7 +12,8 @@ fully-initialised NumericRegimeModel". These are those factories.
 <RegimeLabel.CRISIS: 'CRISIS'>
 
 A stored set's model classifies the set's region only, as the SQL functions
-do: ``model.classify(day, "EU")`` raises ``RegionMismatchError``.
+do: ``model.classify(day, "EU")`` raises ``RegionMismatchError``.  So does a
+document's model, for any region but the document's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from regime_pg.model import (
     identity_instruments,
 )
 from regime_pg.prototypes import DateLike
-from regime_pg.sets import PrototypeSetInfo, check_set_region, get_set
+from regime_pg.sets import PrototypeSetInfo, check_prototypes_region, check_set_region, get_set
 
 #: The engine's default embedding window (trading days).
 DEFAULT_WINDOW_DAYS = 63
@@ -44,26 +45,51 @@ def model_from_document(
     region_instruments: Mapping[str, str] | None = None,
     window_days: int = DEFAULT_WINDOW_DAYS,
     temperature: float = 1.0,
-) -> NumericRegimeModel:
-    """A model from a prototype document (or its file).
+) -> PrototypeDocumentModel:
+    """A model from a prototype document (or its file), for the document's region.
 
     Without ``encoder``, a ``conn`` gives a ``StoredEmbeddingEncoder`` that
     reads the document's region from ``regimes``; with neither, the model can
-    only ``classify_embedding``.
+    only ``classify_embedding``.  Its ``classify`` raises ``RegionMismatchError``
+    for another region than the document's, whatever ``region_instruments`` maps.
     """
     if not isinstance(document, PrototypeDocument):
         document = load_document(document)
     encoder, region_instruments = _encoder(encoder, conn, region_instruments, document.region)
-    return NumericRegimeModel(
-        encoder=encoder,
-        region_instruments=region_instruments,
-        window_days=window_days,
-        prototypes=document.prototypes,
-        temperature=temperature,
-    )
+    return PrototypeDocumentModel(document, encoder, region_instruments, window_days, temperature)
 
 
-class PrototypeSetModel(NumericRegimeModel):
+class PrototypeDocumentModel(NumericRegimeModel):
+    """The model of a prototype document: only the document's ``region`` is classified.
+
+    >>> model.classify(datetime.date(2008, 10, 10), "EU")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.RegionMismatchError: prototype document was saved for region 'US', ...
+    """
+
+    def __init__(
+        self,
+        document: PrototypeDocument,
+        encoder: RegimeEncoder | None,
+        region_instruments: Mapping[str, str],
+        window_days: int,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(encoder, region_instruments, window_days, document.prototypes, temperature)
+        self.region = document.region
+
+    def check_region(self, region: str) -> None:
+        """``RegionMismatchError`` unless ``region`` is the one the prototypes were saved for."""
+        check_prototypes_region("prototype document", "a document", self.region, region)
+
+    def classify(self, as_of_date: DateLike, region: str) -> RegimeState:
+        """As ``NumericRegimeModel.classify``; ``RegionMismatchError`` for another region."""
+        self.check_region(region)
+        return super().classify(as_of_date, region)
+
+
+class PrototypeSetModel(PrototypeDocumentModel):
     """The model of a stored set: ``info`` is the set's row; only its region is classified.
 
     >>> model.classify(datetime.date(2008, 10, 10), "EU")  # doctest: +SKIP
@@ -80,15 +106,12 @@ class PrototypeSetModel(NumericRegimeModel):
         region_instruments: Mapping[str, str],
         window_days: int,
     ) -> None:
-        super().__init__(
-            encoder, region_instruments, window_days, document.prototypes, info.temperature
-        )
+        super().__init__(document, encoder, region_instruments, window_days, info.temperature)
         self.info = info
 
-    def classify(self, as_of_date: DateLike, region: str) -> RegimeState:
-        """As ``NumericRegimeModel.classify``; ``RegionMismatchError`` for another region."""
+    def check_region(self, region: str) -> None:
+        """``RegionMismatchError`` unless ``region`` is the set's, with SQL's message."""
         check_set_region(self.info.name, self.info.region, region)
-        return super().classify(as_of_date, region)
 
 
 def model_from_set(

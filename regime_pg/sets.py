@@ -211,11 +211,26 @@ def check_set_region(name: str, set_region: str, region: str) -> None:
     regime_pg.errors.RegionMismatchError: prototype set 'us-v1' was saved for region 'US', \
 not for region 'EU' (hint: Classify a region with a set saved for that region.)
     """
-    if region != set_region:
+    check_prototypes_region(f"prototype set {_quote_literal(name)}", "a set", set_region, region)
+
+
+def check_prototypes_region(owner: str, kind: str, saved_region: str, region: str) -> None:
+    """Refuse to apply the prototypes of ``owner`` (a set, a document; ``kind`` says
+    which, for the hint), saved for ``saved_region``, to another region.
+
+    Regions are quoted as ``quote_literal`` does: ``check_set_region`` gives SQL's message.
+
+    >>> check_prototypes_region("prototype document", "a document", "US", "EU")
+    Traceback (most recent call last):
+    ...
+    regime_pg.errors.RegionMismatchError: prototype document was saved for region 'US', \
+not for region 'EU' (hint: Classify a region with a document saved for that region.)
+    """
+    if region != saved_region:
         raise RegionMismatchError(
-            f"prototype set {_quote_literal(name)} was saved for region "
-            f"{_quote_literal(set_region)}, not for region {_quote_literal(region)} "
-            "(hint: Classify a region with a set saved for that region.)"
+            f"{owner} was saved for region {_quote_literal(saved_region)}, "
+            f"not for region {_quote_literal(region)} "
+            f"(hint: Classify a region with {kind} saved for that region.)"
         )
 
 

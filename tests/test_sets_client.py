@@ -586,9 +586,45 @@ def test_model_from_document_file_and_object(client: Connection, tmp_path: Path)
     label, confidence, distances = numpy_classify(DATA.on(DAYS[-1]), document, 1.0)
     assert (result.label, result.confidence) == (label, pytest.approx(confidence, rel=1e-9))
     assert result.distances == pytest.approx(distances, rel=1e-12)
-    # Another region than the document's has no instrument.
-    with pytest.raises(InvalidInputError, match="no instrument"):
+    # Another region than the document's is refused (test_a_document_model_...).
+    with pytest.raises(RegionMismatchError):
         from_path.classify(DAYS[0], "EU")
+
+
+def test_a_document_model_classifies_the_documents_region_only(
+    client: Connection, tmp_path: Path
+) -> None:
+    """A model from a document of region US refuses EU dates, even when EU has embeddings
+    and region_instruments maps it, and without an encoder; a document of EU the reverse."""
+    document = prototypes_document(client, "US", STRONG)
+    path = tmp_path / "regime_prototypes_US.json"
+    save_document(document, path)
+    day = DATA.dates[0]
+    insert_rows(client, "EU", [day], [DATA.on(day)])
+    both = {"US": "US", "EU": "EU"}
+    refusal = (
+        "prototype document was saved for region 'US', not for region 'EU' "
+        "(hint: Classify a region with a document saved for that region.)"
+    )
+    models = [
+        model_from_document(path, conn=client),
+        model_from_document(document, conn=client, region_instruments=both),
+        model_from_document(document),
+    ]
+    for model in models:
+        assert model.region == "US"
+        with pytest.raises(RegionMismatchError) as caught:
+            model.classify(day, "EU")
+        assert str(caught.value) == refusal
+    for model in models[:2]:
+        assert_state(model.classify(day, "US"), day, document, 1.0)
+    eu = model_from_document(PrototypeDocument("EU", document.prototypes), conn=client)
+    assert eu.region_instruments == {"EU": "EU"}
+    in_eu, in_us = eu.classify(day, "EU"), models[0].classify(day, "US")
+    assert (in_eu.region, in_eu.metadata["instrument_id"]) == ("EU", "EU")
+    assert (in_eu.regime_label, in_eu.confidence) == (in_us.regime_label, in_us.confidence)
+    with pytest.raises(RegionMismatchError, match="saved for region 'EU', not for region 'US'"):
+        eu.classify(day, "US")
 
 
 def test_factory_errors(client: Connection, tmp_path: Path) -> None:
