@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         # so that the default path and the stored sums are measured in the same rounds
         sums_b1 = cases.enable_stored_sums(server, "bench_b1")
         b1 = cases.run_b1(server, cfg, sums_b1)
+        lengths = cases.run_lengths(server, cfg)
         b6 = cases.run_b6(server, cfg)
         writes = cases.run_writes(server, cfg)
         server.drop_database(cases.stored_sums_database("bench_b1"))
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "shared_buffers_option": args.shared_buffers,
         },
         "data": {"b1": data_b1, "big": data_big},
-        "b1": b1, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6, "writes": writes,
+        "b1": b1, "lengths": lengths, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,
+        "writes": writes,
     }
     report.write_json(results, output)
     (output.parent / "results.md").write_text(report.markdown(results), encoding="utf-8")

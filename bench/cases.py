@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from regime_pg.connection import Connection, vector_to_numpy
 
 from . import data
-from .server import BenchServer
+from .server import BenchServer, workers_launched
 from .statements import bucket_bounds, explain, function_statements, plan_summary
 from .timing import paired, per_row, progress, ratio, summary, timed
 
@@ -44,6 +44,7 @@ class Config:
     b1_regions: int = 20
     b1_years: int = 30
     b1_rounds: int = 300
+    length_rounds: int = 20
     big_rows: int = 1_000_000
     heavy_rounds: int = 3
     b5_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
@@ -56,7 +57,9 @@ class Config:
     @staticmethod
     def for_mode(mode: str) -> Config:
         if mode == "quick":
-            return Config("quick", b1_regions=4, b1_years=3, b1_rounds=40, big_rows=40_000,
+            # 13 years: the window lengths reach past 4096 days (12 years)
+            return Config("quick", b1_regions=4, b1_years=13, b1_rounds=40, length_rounds=6,
+                          big_rows=40_000,
                           heavy_rounds=3, b5_sizes=(6_000, 20_000, 60_000), b5_rounds=15,
                           write_rounds=10, copy_rows=20_000, copy_rounds=2)
         if mode == "full":
@@ -328,6 +331,68 @@ def run_b1(server: BenchServer, cfg: Config, sums_setup: dict[str, Any]) -> dict
         "center_error_vs_bound": worst,
         "samples_s": {k: v["samples"] for k, v in stats.items()},
     }
+
+
+# --------------------------------------------------------------------------- window lengths
+
+
+#: Window lengths in years on the B1 table (those shorter than its history are run).
+LENGTH_YEARS = (1, 2, 5, 11, 12, 20, 29)
+
+
+def run_lengths(server: BenchServer, cfg: Config) -> dict[str, Any]:
+    """Calendar windows of 1 to 29 years on the B1 table: the default path, the stored
+    sums (the copy of bench_b1) and the client path, in the same rounds, and the
+    parallel workers the default path launched per call (PostgreSQL 18 counts them).
+    From 4096 days (about 11.2 years) on, the default path cuts a window in 8 parts,
+    with parallel workers when it has ``regime_pg.parallel_min_rows`` rows (10,000)."""
+    years = [y for y in LENGTH_YEARS if y < cfg.b1_years]
+    progress(f"window lengths: {years} years, {cfg.length_rounds} rounds each")
+    first_year = 2024 - cfg.b1_years + 1
+    sums, warnings = sums_connection(server, stored_sums_database("bench_b1"))
+    lengths = []
+    with (server.connect("bench_b1") as srv, server.connect("bench_b1") as cli,
+          server.connect("bench_b1") as counter, sums):
+        counter.execute(ONE_CORE)  # counting rows starts no worker of its own
+        paths: dict[str, Callable[[tuple[str, dt.date, dt.date]], Any]] = {
+            "server": lambda w: server_center(srv, w),
+            "server_sums": lambda w: server_center(sums, w),
+            "client": lambda w: client_mean(cli, w),
+        }
+        for length in years:
+            def window(k: int, length: int = length) -> tuple[str, dt.date, dt.date]:
+                start = first_year + k % (cfg.b1_years - length + 1)
+                return (f"R{k % cfg.b1_regions:02d}", dt.date(start, 1, 1),
+                        dt.date(start + length - 1, 12, 31))
+
+            for fn in paths.values():
+                fn(window(0))
+            samples: dict[str, list[float]] = {name: [] for name in paths}
+            n_rows: list[int] = []
+            before = workers_launched(srv)
+            for k in range(cfg.length_rounds):
+                w = window(k)
+                names = list(paths)[k % len(paths):] + list(paths)[:k % len(paths)]
+                for name in names:
+                    samples[name].append(timed(partial(paths[name], w))[0])
+                row = counter.execute("SELECT count(*) FROM regimes WHERE region = %s"
+                                      " AND as_of_date BETWEEN %s AND %s", w).fetchone()
+                n_rows.append(int(str(row[0])) if row else 0)
+            after = workers_launched(srv)
+            stats = {name: summary(values) for name, values in samples.items()}
+            lengths.append({
+                "years": length,
+                "rows": int(np.median(n_rows)),
+                "server_ms": ms(stats["server"]),
+                "server_sums_ms": ms(stats["server_sums"]),
+                "client_ms": ms(stats["client"]),
+                "speedup": ratio(stats["client"], stats["server"]),
+                "speedup_sums": ratio(stats["client"], stats["server_sums"]),
+                # counted over the timed rounds (the first, untimed, call excluded)
+                "workers_per_call": (None if before is None or after is None
+                                     else (after - before) / cfg.length_rounds),
+            })
+    return {"lengths": lengths, "rounds": cfg.length_rounds, "warnings": warnings.count}
 
 
 # --------------------------------------------------------------------------- writes

@@ -104,6 +104,29 @@ class BenchServer:
         }
 
 
+def workers_launched(conn: Connection) -> int | None:
+    """Parallel workers launched in this database so far (PostgreSQL 18), else None.
+
+    The leader counts them; its own counts are flushed first.  The reading
+    itself starts no worker, whatever the session's settings: under settings
+    that make every plan parallel, its scan of pg_database would.
+    """
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    setting = conn.execute("SELECT current_setting('max_parallel_workers_per_gather')").fetchone()
+    assert setting is not None
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    try:
+        row = conn.execute(
+            "SELECT to_jsonb(d) -> 'parallel_workers_launched' FROM pg_stat_database AS d"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    finally:
+        conn.execute("SELECT set_config('max_parallel_workers_per_gather', %s, false)",
+                     (setting[0],))
+    return None if row is None or row[0] is None else int(str(row[0]))
+
+
 #: ``--shared-buffers`` value that keeps the embedded server's own setting.
 EMBEDDED_SHARED_BUFFERS = "embedded"
 

@@ -149,6 +149,9 @@ READER_FUNCTIONS: tuple[str, ...] = (
     "regime_bucket_sums_enabled",
     "regime_prototype_from_bucket_sums",
     "regime_prototype_from_bucket_sums_custom_plans",
+    # prototypes--7.sql: long windows with few rows run without parallel workers
+    "regime_window_repays_workers",
+    "regime_prototype_compute_serial",
 )
 
 #: Functions that write prototype sets: writers only.

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench.server import workers_launched as workers_launched
 from regime_pg import embedded, migrate
 from regime_pg.connection import Connection, use_vector_types
 
@@ -123,24 +124,17 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
 
 
 #: Session settings that make parallel query free, so plans show workers on small tables.
-FORCE_PARALLEL = (
+#: PostgreSQL's settings that make parallel plans win for the smallest tables.
+PARALLEL_PLANS = (
     "SET parallel_setup_cost = 0",
     "SET parallel_tuple_cost = 0",
     "SET min_parallel_table_scan_size = 0",
     "SET min_parallel_index_scan_size = 0",
     "SET max_parallel_workers_per_gather = 2",
 )
-
-
-def workers_launched(conn: Connection) -> int | None:
-    """Parallel workers launched in this database so far (PostgreSQL 18), else None."""
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
-        "SELECT to_jsonb(d) -> 'parallel_workers_launched' FROM pg_stat_database AS d"
-        " WHERE datname = current_database()"
-    ).fetchone()
-    return None if row is None or row[0] is None else int(str(row[0]))
+#: Those, and regime-pg's: a window of 4096 days or more uses workers whatever its rows
+#: (prototypes--7.sql; the setting is a placeholder before revision 0020).
+FORCE_PARALLEL = (*PARALLEL_PLANS, "SET regime_pg.parallel_min_rows = 0")
 
 
 def database_dsn(admin_dsn: str, name: str) -> str:

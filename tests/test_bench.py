@@ -46,6 +46,12 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
         assert sums["buckets"] > 0 and sums["groups"] > 0
         assert sums["center_error_vs_bound"] <= 1.0
         assert sums["warnings"] == 0
+    # window lengths up to 12 years (past 4096 days): daily rows, under 10,000, no worker
+    lengths = results["lengths"]["lengths"]
+    assert [w["years"] for w in lengths] == [1, 2, 5, 11, 12]
+    assert all(w["speedup"]["median"] > 0 and w["speedup_sums"]["median"] > 0 for w in lengths)
+    assert all(w["workers_per_call"] in (None, 0) for w in lengths)
+    assert results["lengths"]["warnings"] == 0
     for write in ("insert", "copy"):
         assert results["writes"][write]["enabled_over_disabled"]["median"] > 0
     assert all(v["median"] > 0 for v in results["b4"]["us_per_row"].values())
@@ -61,6 +67,7 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     assert markdown.startswith("# regime-pg benchmark (quick run")
     assert "| B4, the same rows without the distances |" in markdown
     assert "| B2, server with stored sums" in markdown
+    assert "## Window length (the B1 table)" in markdown
     assert "| Writes with stored sums: one trading day x 20 regions" in markdown
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| benchmark | regime-pg | baseline |" in result.out
