@@ -29,7 +29,8 @@ CLIENT_SQL = (
 )
 SERVER_SQL = "SELECT * FROM compute_regime_prototype(%s, %s, %s)"
 #: What compute_regime_prototype runs for a long window while the stored sums are off
-#: (regime_prototype_for_window's dispatch): the window grid, planned for the window.
+#: (regime_prototype_for_window's dispatch, after its probe of the window's first 10,000
+#: rows, which finds them): the window grid, planned for the window.
 WINDOW_GRID_SQL = "SELECT * FROM regime_prototype_compute_custom_plans(%s, NULL, %s, %s)"
 SUM_FLOOR_SQL = (
     "SELECT sum(embedding_vector) FROM regimes WHERE region = %s AND as_of_date BETWEEN %s AND %s"
