@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         with server.connect("bench_big") as conn:
             conn.execute("SELECT regime_bucket_sums_disable()")
         b3 = cases.run_b3(server, cfg, big)
+        break_even = cases.run_break_even(server, cfg, big)
         b4 = cases.run_b4(server, cfg, big)
         environment = server.environment("bench_big")
         server.create_database("bench_big")  # free the disk before B5's tables
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             "shared_buffers_option": args.shared_buffers,
         },
         "data": {"b1": data_b1, "big": data_big},
-        "b1": b1, "lengths": lengths, "b2": b2, "b3": b3, "b4": b4, "b5": b5, "b6": b6,
-        "writes": writes,
+        "b1": b1, "lengths": lengths, "b2": b2, "b3": b3, "break_even": break_even,
+        "b4": b4, "b5": b5, "b6": b6, "writes": writes,
     }
     report.write_json(results, output)
     (output.parent / "results.md").write_text(report.markdown(results), encoding="utf-8")

@@ -604,6 +604,41 @@ def run_b2(server: BenchServer, cfg: Config, big: BigWindow,
     }
 
 
+#: Window sizes (rows, one a calendar day) for the parallel workers' break-even.
+BREAK_EVEN_ROWS = (5_000, 10_000, 20_000, 40_000, 100_000)
+
+
+def run_break_even(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
+    """Long windows of the big table (one row a calendar day, so 4096 days or more) of
+    5,000 to 100,000 rows, with parallel workers (``regime_pg.parallel_min_rows = 0``)
+    and without (999999999), in the same rounds: where workers start to pay, the
+    evidence for the setting's default (10,000)."""
+    sizes = [n for n in BREAK_EVEN_ROWS if n <= big.rows // 2]
+    progress(f"parallel break-even: windows of {sizes} rows, {cfg.length_rounds} rounds each")
+    region, first, _ = big.window
+    out = []
+    with server.connect("bench_big") as par, server.connect("bench_big") as one:
+        par.execute("SET regime_pg.parallel_min_rows = 0")
+        one.execute("SET regime_pg.parallel_min_rows = 999999999")
+        for n in sizes:
+            def window(k: int, n: int = n) -> tuple[str, dt.date, dt.date]:
+                start = first + dt.timedelta(days=k * 7919 % (big.rows - n))
+                return region, start, start + dt.timedelta(days=n - 1)
+
+            samples: dict[str, list[float]] = {"parallel": [], "serial": []}
+            for k in range(cfg.length_rounds):
+                w = window(k)
+                order = [("parallel", par), ("serial", one)][::1 if k % 2 else -1]
+                for name, conn in order:
+                    samples[name].append(timed(partial(server_center, conn, w))[0])
+            stats = {name: summary(values) for name, values in samples.items()}
+            out.append({"rows": n, "parallel_ms": ms(stats["parallel"]),
+                        "serial_ms": ms(stats["serial"]),
+                        # above 1: the workers make the call faster
+                        "serial_over_parallel": ratio(stats["serial"], stats["parallel"])})
+    return {"sizes": out, "rounds": cfg.length_rounds}
+
+
 def run_b3(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
     progress("B3: accuracy and us/row of avg(vector), sum(vector), the two-level centroid")
     _, start, end = big.window

@@ -190,6 +190,18 @@ def markdown(results: dict[str, Any]) -> str:
           f" | {_ms(w['server_sums_ms'])} | {_ms(w['client_ms'])} | {_x(w['speedup'])} | "
           f"{_x(w['speedup_sums'])} |" for w in results["lengths"]["lengths"]),
         "",
+        "## Parallel workers: where they pay (the big table)",
+        "",
+        "Windows of one row a calendar day (so all of 4096 days or more), with workers "
+        "(`regime_pg.parallel_min_rows = 0`) and without, in the same rounds "
+        f"({results['break_even']['rounds']} a size). Above 1, the workers make the call "
+        "faster; the setting's default is 10,000 rows.",
+        "",
+        "| window rows | with workers ms | without ms | without / with |",
+        "| --- | --- | --- | --- |",
+        *(f"| {b['rows']:,} | {_ms(b['parallel_ms'])} | {_ms(b['serial_ms'])} | "
+          f"{_x2(b['serial_over_parallel'])} |" for b in results["break_even"]["sizes"]),
+        "",
         "## B5: latency against table size",
         "",
         "| table rows | table MB | window rows | server ms | client ms | speedup | "

@@ -52,6 +52,8 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
     assert all(w["speedup"]["median"] > 0 and w["speedup_sums"]["median"] > 0 for w in lengths)
     assert all(w["workers_per_call"] in (None, 0) for w in lengths)
     assert results["lengths"]["warnings"] == 0
+    assert [b["rows"] for b in results["break_even"]["sizes"]] == [5_000, 10_000, 20_000]
+    assert all(b["serial_over_parallel"]["median"] > 0 for b in results["break_even"]["sizes"])
     for write in ("insert", "copy"):
         assert results["writes"][write]["enabled_over_disabled"]["median"] > 0
     assert all(v["median"] > 0 for v in results["b4"]["us_per_row"].values())
