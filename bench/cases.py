@@ -29,7 +29,7 @@ CLIENT_SQL = (
 )
 SERVER_SQL = "SELECT * FROM compute_regime_prototype(%s, %s, %s)"
 #: What compute_regime_prototype runs for a long window while the stored sums are off
-#: (regime_prototype_for_window's dispatch, after its probe of the window's first 10,000
+#: (regime_prototype_for_window's dispatch, after its probe of the window's first 50,000
 #: rows, which finds them): the window grid, planned for the window.
 WINDOW_GRID_SQL = "SELECT * FROM regime_prototype_compute_custom_plans(%s, NULL, %s, %s)"
 SUM_FLOOR_SQL = (
@@ -346,7 +346,7 @@ def run_lengths(server: BenchServer, cfg: Config) -> dict[str, Any]:
     sums (the copy of bench_b1) and the client path, in the same rounds, and the
     parallel workers the default path launched per call (PostgreSQL 18 counts them).
     From 4096 days (about 11.2 years) on, the default path cuts a window in 8 parts,
-    with parallel workers when it has ``regime_pg.parallel_min_rows`` rows (10,000)."""
+    with parallel workers when it has ``regime_pg.parallel_min_rows`` rows (50,000)."""
     years = [y for y in LENGTH_YEARS if y < cfg.b1_years]
     progress(f"window lengths: {years} years, {cfg.length_rounds} rounds each")
     first_year = 2024 - cfg.b1_years + 1
@@ -605,14 +605,14 @@ def run_b2(server: BenchServer, cfg: Config, big: BigWindow,
 
 
 #: Window sizes (rows, one a calendar day) for the parallel workers' break-even.
-BREAK_EVEN_ROWS = (5_000, 10_000, 20_000, 40_000, 100_000)
+BREAK_EVEN_ROWS = (5_000, 10_000, 25_000, 50_000, 100_000, 200_000)
 
 
 def run_break_even(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
     """Long windows of the big table (one row a calendar day, so 4096 days or more) of
-    5,000 to 100,000 rows, with parallel workers (``regime_pg.parallel_min_rows = 0``)
+    5,000 to 200,000 rows, with parallel workers (``regime_pg.parallel_min_rows = 0``)
     and without (999999999), in the same rounds: where workers start to pay, the
-    evidence for the setting's default (10,000)."""
+    evidence for the setting's default (50,000)."""
     sizes = [n for n in BREAK_EVEN_ROWS if n <= big.rows // 2]
     progress(f"parallel break-even: windows of {sizes} rows, {cfg.length_rounds} rounds each")
     region, first, _ = big.window

@@ -179,7 +179,7 @@ def markdown(results: dict[str, Any]) -> str:
         "Calendar windows of 1 to 29 years, a region and start year each round "
         f"({results['lengths']['rounds']} rounds a length). From 4096 days (about 11.2 years) "
         "on, the default path cuts a window in 8 parts, with parallel workers when it has "
-        "`regime_pg.parallel_min_rows` rows (default 10,000): daily windows of 12 to 29 "
+        "`regime_pg.parallel_min_rows` rows (default 50,000): daily windows of 12 to 29 "
         "years have 3,000 to 7,600, and run in the calling backend.",
         "",
         "| years | rows | default ms | workers per call | stored sums ms | client ms | "
@@ -195,7 +195,7 @@ def markdown(results: dict[str, Any]) -> str:
         "Windows of one row a calendar day (so all of 4096 days or more), with workers "
         "(`regime_pg.parallel_min_rows = 0`) and without, in the same rounds "
         f"({results['break_even']['rounds']} a size). Above 1, the workers make the call "
-        "faster; the setting's default is 10,000 rows.",
+        "faster; the setting's default is 50,000 rows.",
         "",
         "| window rows | with workers ms | without ms | without / with |",
         "| --- | --- | --- | --- |",

@@ -18,12 +18,14 @@
 -- there the start-up was most of the call: 12-year windows took 10.4 ms with
 -- workers and 4.7 ms in the calling backend alone, 20 years 12.9 and 8.0 ms,
 -- 29 years 15.6 and 11.2 ms, while an 11-year window (the short path) took
--- 4.2 ms.  Workers repay their start-up from about 10,000 rows (the B2
--- window of 1,000,000 rows: 1.03 us/row with two workers, 1.61 on one core).
+-- 4.2 ms.  On the benchmark's big table (one row a calendar day) workers
+-- repaid their start-up only from about 50,000 rows: a call took 0.66 times
+-- as long without them at 5,000 rows, 0.79 at 10,000, 0.98 at 20,000, 0.97
+-- at 40,000, 1.28 at 100,000, and 1.6 on B2's 1,000,000 rows.
 --
 -- How: before a long window's default path, regime_window_repays_workers
 -- asks the (region, as_of_date) index whether the window has at least
--- regime_pg.parallel_min_rows rows (a setting, default 10000; the probe
+-- regime_pg.parallel_min_rows rows (a setting, default 50000; the probe
 -- reads at most that many index entries, without workers of its own).  With
 -- fewer, the window goes through regime_prototype_compute_serial: the same
 -- function with max_parallel_workers_per_gather = 0.  Its 8 parts, their
@@ -38,7 +40,7 @@
 -- Runs with search_path set by the migration; every function pins it.
 
 -- Whether a window has at least regime_pg.parallel_min_rows rows (a
--- setting; unset or empty: 10000; 0: any window), the fewest for which a
+-- setting; unset or empty: 50000; 0: any window), the fewest for which a
 -- window of 4096 days or more is computed with parallel workers (when
 -- PostgreSQL's own settings allow them).  An index scan that stops at that
 -- row, itself without workers, whatever the caller's settings.
@@ -50,14 +52,14 @@ SET max_parallel_workers_per_gather = 0
 AS $$
 DECLARE
     setting  constant text := current_setting('regime_pg.parallel_min_rows', true);
-    min_rows integer := 10000;
+    min_rows integer := 50000;
 BEGIN
     IF setting <> '' THEN
         IF setting !~ '^[0-9]{1,9}$' THEN
             RAISE EXCEPTION 'regime_pg.parallel_min_rows must be a whole number of rows from 0 to 999999999, got %',
                     quote_literal(setting)
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'RESET regime_pg.parallel_min_rows gives the default, 10000.';
+                      HINT = 'RESET regime_pg.parallel_min_rows gives the default, 50000.';
         END IF;
         min_rows := setting::integer;
     END IF;

@@ -46,13 +46,13 @@ def test_quick_benchmark_writes_every_case(tmp_path: Path, capsys: pytest.Captur
         assert sums["buckets"] > 0 and sums["groups"] > 0
         assert sums["center_error_vs_bound"] <= 1.0
         assert sums["warnings"] == 0
-    # window lengths up to 12 years (past 4096 days): daily rows, under 10,000, no worker
+    # window lengths up to 12 years (past 4096 days): daily rows, under 50,000, no worker
     lengths = results["lengths"]["lengths"]
     assert [w["years"] for w in lengths] == [1, 2, 5, 11, 12]
     assert all(w["speedup"]["median"] > 0 and w["speedup_sums"]["median"] > 0 for w in lengths)
     assert all(w["workers_per_call"] in (None, 0) for w in lengths)
     assert results["lengths"]["warnings"] == 0
-    assert [b["rows"] for b in results["break_even"]["sizes"]] == [5_000, 10_000, 20_000]
+    assert [b["rows"] for b in results["break_even"]["sizes"]] == [5_000, 10_000]
     assert all(b["serial_over_parallel"]["median"] > 0 for b in results["break_even"]["sizes"])
     for write in ("insert", "copy"):
         assert results["writes"][write]["enabled_over_disabled"]["median"] > 0

@@ -1,7 +1,7 @@
 """Long windows start parallel workers only with enough rows (prototypes--7.sql, 0020).
 
 * A window of 4096 days or more with fewer rows than the setting
-  ``regime_pg.parallel_min_rows`` (default 10000) starts no parallel worker,
+  ``regime_pg.parallel_min_rows`` (default 50000) starts no parallel worker,
   even where PostgreSQL's settings make every plan parallel; from that many
   rows on it does (PostgreSQL 18 counts the workers a database
   launched; on 16 only the results are compared).
@@ -163,7 +163,7 @@ def test_a_setting_that_is_not_a_number_of_rows_is_refused(data: Data, value: st
     assert message.startswith("regime_pg.parallel_min_rows must be a whole number of rows"
                               " from 0 to 999999999, got '"), message
     assert failure.value.diag.message_hint == (
-        "RESET regime_pg.parallel_min_rows gives the default, 10000.")
+        "RESET regime_pg.parallel_min_rows gives the default, 50000.")
 
 
 def test_the_client_raises_a_typed_error_naming_the_setting(data: Data) -> None:

@@ -3,7 +3,7 @@
 Upgrade loads ``prototypes--7.sql``: ``regime_prototype_for_window`` is
 replaced (same signature, flags, settings, results and errors), and
 ``regime_window_repays_workers`` (reads the setting
-``regime_pg.parallel_min_rows``, default 10000) and
+``regime_pg.parallel_min_rows``, default 50000) and
 ``regime_prototype_compute_serial`` are added.  A window
 of 4096 days or more with fewer rows than the setting is computed without
 parallel workers; its results are the same, bit for bit.
