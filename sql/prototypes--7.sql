@@ -19,9 +19,11 @@
 -- workers and 4.7 ms in the calling backend alone, 20 years 12.9 and 8.0 ms,
 -- 29 years 15.6 and 11.2 ms, while an 11-year window (the short path) took
 -- 4.2 ms.  On the benchmark's big table (one row a calendar day) workers
--- repaid their start-up only from about 50,000 rows: a call took 0.66 times
--- as long without them at 5,000 rows, 0.79 at 10,000, 0.98 at 20,000, 0.97
--- at 40,000, 1.28 at 100,000, and 1.6 on B2's 1,000,000 rows.
+-- broke even between 20,000 and 50,000 rows: in two runs a call took 0.62
+-- and 0.66 times as long without them at 5,000 rows, 0.74 and 0.79 at
+-- 10,000, 0.98 at 20,000, 1.00 at 25,000, 0.97 at 40,000, 1.13 at 50,000,
+-- 1.21 and 1.28 at 100,000, 1.40 at 200,000, and 1.6 on B2's 1,000,000
+-- rows.  The default, 50,000, is past the break-even of both runs.
 --
 -- How: before a long window's default path, regime_window_repays_workers
 -- asks the (region, as_of_date) index whether the window has at least
