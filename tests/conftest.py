@@ -124,7 +124,6 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
 
 
 #: Session settings that make parallel query free, so plans show workers on small tables.
-#: PostgreSQL's settings that make parallel plans win for the smallest tables.
 PARALLEL_PLANS = (
     "SET parallel_setup_cost = 0",
     "SET parallel_tuple_cost = 0",
