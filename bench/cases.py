@@ -611,15 +611,17 @@ BREAK_EVEN_ROWS = (5_000, 10_000, 25_000, 50_000, 100_000, 200_000)
 def run_break_even(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str, Any]:
     """Long windows of the big table (one row a calendar day, so 4096 days or more) of
     5,000 to 200,000 rows, with parallel workers (``regime_pg.parallel_min_rows = 0``)
-    and without (999999999), in the same rounds: where workers start to pay, the
-    evidence for the setting's default (50,000)."""
+    and without (``max_parallel_workers_per_gather = 0`` as well), neither probing
+    the window's rows, in the same rounds: where workers start to pay, the evidence
+    for the setting's default (50,000)."""
     sizes = [n for n in BREAK_EVEN_ROWS if n <= big.rows // 2]
     progress(f"parallel break-even: windows of {sizes} rows, {cfg.length_rounds} rounds each")
     region, first, _ = big.window
     out = []
     with server.connect("bench_big") as par, server.connect("bench_big") as one:
-        par.execute("SET regime_pg.parallel_min_rows = 0")
-        one.execute("SET regime_pg.parallel_min_rows = 999999999")
+        for conn in (par, one):
+            conn.execute("SET regime_pg.parallel_min_rows = 0")
+        one.execute(ONE_CORE)
         for n in sizes:
             def window(k: int, n: int = n) -> tuple[str, dt.date, dt.date]:
                 start = first + dt.timedelta(days=k * 7919 % (big.rows - n))

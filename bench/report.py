@@ -193,7 +193,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Parallel workers: where they pay (the big table)",
         "",
         "Windows of one row a calendar day (so all of 4096 days or more), with workers "
-        "(`regime_pg.parallel_min_rows = 0`) and without, in the same rounds "
+        "(`regime_pg.parallel_min_rows = 0`) and without "
+        "(`max_parallel_workers_per_gather = 0`), in the same rounds "
         f"({results['break_even']['rounds']} a size). Above 1, the workers make the call "
         "faster; the setting's default is 50,000 rows.",
         "",

@@ -9,7 +9,8 @@
   are numpy's replay of the documented computation (8 parts of 15-day
   buckets); errors are the same too.
 * A setting that is not a whole number of rows is a clear error (22023;
-  ``InvalidInputError`` in Python).
+  ``InvalidInputError`` in Python).  With ``max_parallel_workers_per_gather``
+  0 nothing is probed, and the setting is not read.
 
 No timing assertions: speed is measured by ``python -m bench``.
 """
@@ -172,3 +173,14 @@ def test_the_client_raises_a_typed_error_naming_the_setting(data: Data) -> None:
     with (regime_pg.connect(dsn) as conn,
           pytest.raises(InvalidInputError, match=r"^regime_pg\.parallel_min_rows must be")):
         compute_prototype(conn, "US", (start, end))
+
+
+def test_without_workers_allowed_nothing_is_probed(data: Data) -> None:
+    """max_parallel_workers_per_gather = 0: the window's rows are not counted, so not
+    even a malformed setting is read; the results are the same bits."""
+    window = WINDOWS["every row"]
+    with connect(data.dsn, None) as conn:
+        expected = outcome(conn, window)
+    with connect(data.dsn, "lots") as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        assert outcome(conn, window) == expected

@@ -6,7 +6,9 @@ replaced (same signature, flags, settings, results and errors), and
 ``regime_pg.parallel_min_rows``, default 50000) and
 ``regime_prototype_compute_serial`` are added.  A window
 of 4096 days or more with fewer rows than the setting is computed without
-parallel workers; its results are the same, bit for bit.
+parallel workers, as is every long window while
+``max_parallel_workers_per_gather`` is 0 (then nothing is probed); the
+results are the same, bit for bit.
 
 Downgrade puts back the definition of ``regime_prototype_for_window`` from
 ``bucket_sums--1.sql``, taken from the released file (checked against
