@@ -60,8 +60,10 @@ def function_statements(conn: Connection) -> dict[str, str]:
         ),
         "dispersion": _statement(
             sources["regime_window_distances"],
-            # version 3's float8 sum, or version 5's exact sum of units (and its float8 rest)
-            r"SELECT coalesce\(\(?sum\(.*?\br\.embedding_vector <-> p_center\b.*?;",
+            # version 8's one-evaluation sum of units (version 5's statement inside it,
+            # run only past the cap), or version 3's / version 5's statement
+            r"SELECT (?:CASE\s+WHEN s\.units\b|coalesce\(\(?sum\().*?"
+            r"\br\.embedding_vector <-> p_center\b.*?;",
             None,
             {**_WINDOW, "p_center": "$4::vector"},
         ),

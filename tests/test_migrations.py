@@ -974,7 +974,7 @@ def test_history_is_one_linear_chain() -> None:
 
 
 def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
-    """0010 to 0014, 0016, 0017, 0019 and 0020 change functions only: both ways, they
+    """0010 to 0014, 0016, 0017 and 0019 to 0022 change functions only: both ways, they
     run while regimes is locked.  0015 replaces the view, whose query names regimes: like any
     query it takes ACCESS SHARE on regimes, so it runs beside an engine's open insert
     (ROW EXCLUSIVE), both ways (0018 likewise: the next test)."""
@@ -1005,8 +1005,8 @@ def test_function_revisions_take_no_lock_on_regimes(empty_db: str) -> None:
     while_locked("0017", "0015")
     assert migrate.current_revision(empty_db) == "0017"
     migrate.upgrade(empty_db, "0018")  # reads regimes' definition: the next test
-    while_locked("0020", "0018")
-    assert migrate.current_revision(empty_db) == "0020"
+    while_locked("0022", "0018")
+    assert migrate.current_revision(empty_db) == "0022"
 
 
 def test_bucket_sums_revision_does_not_wait_for_the_engines_writes(empty_db: str) -> None:

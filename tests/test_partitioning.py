@@ -213,9 +213,11 @@ def test_generic_plans_prune_at_executor_start(empty_db: str) -> None:
         nodes, _ = explain(conn, statements["dispersion"],
                            ("EU", dt.date(2018, 1, 1), dt.date(2018, 12, 31), "[" +
                             ",".join(["0"] * DIM) + "]"))
-    appends = [n for n in nodes if n["Node Type"] == "Append"]
-    removed = sum(int(n.get("Subplans Removed", 0)) for n in appends)
-    assert removed == 2, [(n["Node Type"], n.get("Subplans Removed")) for n in nodes]
+    # every scan of regimes prunes the other two partitions: the statement's, and that of
+    # the subquery it keeps for distances adding up past 2^31 (prototypes--8.sql, not run)
+    removed = [int(n.get("Subplans Removed", 0)) for n in nodes if n["Node Type"] == "Append"]
+    assert removed and removed == [2] * len(removed), \
+        [(n["Node Type"], n.get("Subplans Removed")) for n in nodes]
     assert scanned_partitions(nodes) == {"regimes_eu"}
 
 
