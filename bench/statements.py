@@ -104,7 +104,9 @@ def explain(conn: Connection, text: str, params: tuple[object, ...],
 
 def plan_summary(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """What the issue asks the plans to show: workers, partial aggregation, buffers."""
-    gathers = [n for n in nodes if n["Node Type"] in ("Gather", "Gather Merge")]
+    # a Gather that never ran (in the dispersion's subquery for sums past the cap) is left out
+    gathers = [n for n in nodes if n["Node Type"] in ("Gather", "Gather Merge")
+               and n.get("Actual Loops", 1) > 0]
     top = nodes[0]
     return {
         "nodes": [n["Node Type"] + (f" ({n['Partial Mode']})" if n.get("Partial Mode")

@@ -28,7 +28,9 @@
 -- is below (2^31 - 1) * 2^32 no distance was capped and sum / 2^32, rounded
 -- once to float8, is exactly what regime_window_distances returns; a larger
 -- sum (a window whose distances add up to 2^31 - 1 or more) is left to the
--- caller, which asks regime_window_distances.
+-- caller, which asks regime_window_distances (since prototypes--8.sql that
+-- scans the window once more before version 5's statement: three scans in
+-- all, for distances no encoder's embeddings reach).
 CREATE OR REPLACE FUNCTION regime_window_distances_counted(p_region text, p_start date,
                                                            p_end date, p_center vector)
 RETURNS TABLE (units numeric, n_rows bigint, day_sum bigint)

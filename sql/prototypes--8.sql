@@ -9,8 +9,8 @@
 -- aggregate and FILTER that keeps distances of 2^31 or more apart from the
 -- exact sum of units, and PostgreSQL computes it each time.  Such distances
 -- need embeddings of magnitude about 1e8 (no encoder writes them), yet every
--- window paid for them: about 12% of the dispersion's scan on a 1,000,000-row
--- window, and 0.02 ms (4%) of a one-year window's call (measured on the
+-- window paid for them: about 10% of the dispersion's scan on a 1,000,000-row
+-- window, and 0.01 ms (3%) of a one-year window's call (measured on the
 -- benchmark's tables, PostgreSQL 18 on a shared 2-core machine).
 --
 -- How: the scan of version 8 computes the distance once a row, caps it at
@@ -18,8 +18,8 @@
 -- exactly, as the stored bucket sums' scan already does
 -- (regime_window_distances_counted of bucket_sums--1.sql).  It reads only
 -- the rows with a vector: least() ignores a NULL, so a row without one would
--- count as a capped distance (as it does in that scan, which then has the
--- window summed again whenever it holds such a row).  While that sum
+-- count as a capped distance (as it did in that scan until bucket_sums--2.sql,
+-- which then had the window summed again).  While that sum
 -- is below (2^31 - 1) * 2^32 no distance was capped, every distance is below
 -- 2^31, and the sum is exactly version 5's sum of units (same rounding of
 -- each distance, an exact sum), so the result, that sum rounded once to
@@ -27,7 +27,10 @@
 -- distances add up to 2^31 - 1 or more (about 2.1e9: a distance near 2^31,
 -- or some 36 million rows at the typical distance of 60) is summed again by
 -- version 5's statement, a scalar subquery PostgreSQL runs only when the
--- CASE reaches it: the same result as version 5, for one more scan.
+-- CASE reaches it: the same result as version 5, for one more scan.  (Under
+-- debug_parallel_query, a developer setting that puts a Gather on top of
+-- the whole statement, the subquery runs before the worker starts, on every
+-- window: the same result, one more scan.)
 -- Still one statement through RETURN QUERY, so a long window's scan keeps
 -- its parallel workers (a Gather over partial sums of units, combined
 -- exactly).

@@ -76,6 +76,7 @@ EDGES: dict[str, list[float | None]] = {
     "ADDS_UP": [1e9, 1e9, 1e9],            # each below 2^31, their units past the cap
     "INFINITE": [1e20, 5.0],               # the square overflows float32
     "NULLS": [None, None],                 # NULL embeddings: no distance
+    "EMPTY": [],                           # no row at all
 }
 #: The edge windows whose distances add up to 2^31 - 1 or more: version 5's statement.
 RESCANNED = {"AT", "ADDS_UP", "INFINITE"}
@@ -96,9 +97,10 @@ def exact_distance(first: float) -> float:
 
 
 def exact_result(distances: list[float]) -> float:
-    """Version 5's documented result: exact units of 2^-32 (each rounded half away from
-    zero) for distances below 2^31, rounded once to float8; the others summed in float8."""
-    units = sum(math.floor(d * UNITS + 0.5) for d in distances if d < 2**31)
+    """Version 5's documented result: exact units of 2^-32 (each rounded to the nearest,
+    ties to even, as round(float8) and ::bigint do) for distances below 2^31, rounded once
+    to float8; the others summed in float8."""
+    units = sum(round(d * UNITS) for d in distances if d < 2**31)
     rest = sum(d for d in distances if not d < 2**31)
     return float(units) / UNITS + rest
 
@@ -117,6 +119,8 @@ def data(pg_server: Server, migrated_template: str) -> Iterator[Data]:
     with psycopg.connect(dsn) as conn:
         insert_rows(conn, "US", DATES, x)
         for region, firsts in EDGES.items():
+            if not firsts:
+                continue
             dates = [EDGE_START + dt.timedelta(days=k) for k in range(len(firsts))]
             insert_rows(conn, region, dates,
                         [None if f is None else edge_vector(f) for f in firsts])
@@ -191,9 +195,9 @@ def test_edge_windows(data: Data, region: str) -> None:
 
 def test_the_edge_cases_are_what_they_claim() -> None:
     below = exact_distance(2.0**31 - 128)
-    assert 2**31 - 129 < below < 2**31 - 127 and math.floor(below * UNITS + 0.5) < CAP_UNITS
+    assert 2**31 - 129 < below < 2**31 - 127 and round(below * UNITS) < CAP_UNITS
     assert exact_distance(2.0**31) == 2**31
-    assert 3 * math.floor(exact_distance(1e9) * UNITS + 0.5) > CAP_UNITS
+    assert 3 * round(exact_distance(1e9) * UNITS) > CAP_UNITS
     assert exact_distance(1e9) < 2**31 - 1
     assert math.isinf(exact_distance(1e20))
 
@@ -211,7 +215,8 @@ def test_version_5s_statement_runs_only_past_the_cap(data: Data, region: str) ->
 
 
 def test_prototypes_are_unchanged(data: Data) -> None:
-    """compute_regime_prototype's dispersion is version 5's scan, traded as before."""
+    """compute_regime_prototype's dispersion is version 5's scan over the window divided
+    by its dates (no date has two rows here: tests/test_exact_dispersion.py trades them)."""
     region, start, end = ORDINARY["long"]
     with connect(data.dsn) as conn:
         row = conn.execute(
