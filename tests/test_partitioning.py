@@ -214,7 +214,7 @@ def test_generic_plans_prune_at_executor_start(empty_db: str) -> None:
                            ("EU", dt.date(2018, 1, 1), dt.date(2018, 12, 31), "[" +
                             ",".join(["0"] * DIM) + "]"))
     # every scan of regimes prunes the other two partitions: the statement's, and that of
-    # the subquery it keeps for distances adding up past 2^31 (prototypes--8.sql, not run)
+    # the subquery it keeps for distances adding up past 2^31 - 1 (prototypes--8.sql, not run)
     removed = [int(n.get("Subplans Removed", 0)) for n in nodes if n["Node Type"] == "Append"]
     assert removed and removed == [2] * len(removed), \
         [(n["Node Type"], n.get("Subplans Removed")) for n in nodes]
