@@ -21,7 +21,7 @@ from regime_pg.connection import Connection, vector_to_numpy
 from . import data
 from .server import BenchServer, workers_launched
 from .statements import bucket_bounds, explain, function_statements, plan_summary
-from .timing import paired, per_row, progress, ratio, summary, timed
+from .timing import interleaved, paired, per_row, progress, ratio, summary, timed
 
 ONE_CORE = "SET max_parallel_workers_per_gather = 0"
 CLIENT_SQL = (
@@ -368,19 +368,15 @@ def run_lengths(server: BenchServer, cfg: Config) -> dict[str, Any]:
 
             for fn in paths.values():
                 fn(window(0))
-            samples: dict[str, list[float]] = {name: [] for name in paths}
-            n_rows: list[int] = []
+            windows = [window(k) for k in range(cfg.length_rounds)]
             before = workers_launched(srv)
-            for k in range(cfg.length_rounds):
-                w = window(k)
-                names = list(paths)[k % len(paths):] + list(paths)[:k % len(paths)]
-                for name in names:
-                    samples[name].append(timed(partial(paths[name], w))[0])
+            stats = interleaved(paths, windows)
+            after = workers_launched(srv)
+            n_rows = []
+            for w in windows:
                 row = counter.execute("SELECT count(*) FROM regimes WHERE region = %s"
                                       " AND as_of_date BETWEEN %s AND %s", w).fetchone()
                 n_rows.append(int(str(row[0])) if row else 0)
-            after = workers_launched(srv)
-            stats = {name: summary(values) for name, values in samples.items()}
             lengths.append({
                 "years": length,
                 "rows": int(np.median(n_rows)),
@@ -627,13 +623,9 @@ def run_break_even(server: BenchServer, cfg: Config, big: BigWindow) -> dict[str
                 start = first + dt.timedelta(days=k * 7919 % (big.rows - n))
                 return region, start, start + dt.timedelta(days=n - 1)
 
-            samples: dict[str, list[float]] = {"parallel": [], "serial": []}
-            for k in range(cfg.length_rounds):
-                w = window(k)
-                order = [("parallel", par), ("serial", one)][::1 if k % 2 else -1]
-                for name, conn in order:
-                    samples[name].append(timed(partial(server_center, conn, w))[0])
-            stats = {name: summary(values) for name, values in samples.items()}
+            stats = interleaved({"parallel": partial(server_center, par),
+                                 "serial": partial(server_center, one)},
+                                [window(k) for k in range(cfg.length_rounds)])
             out.append({"rows": n, "parallel_ms": ms(stats["parallel"]),
                         "serial_ms": ms(stats["serial"]),
                         # above 1: the workers make the call faster

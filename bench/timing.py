@@ -5,8 +5,11 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _T0 = time.monotonic()
 
@@ -57,15 +60,33 @@ def paired(
     The machine is shared: interleaving puts every path under the same load
     drift, and per-round ratios can be taken against the first path.
     """
-    names = list(fns)
     for _ in range(warmup):
-        for name in names:
-            fns[name]()
+        for fn in fns.values():
+            fn()
+    return interleaved({name: _without_argument(fn) for name, fn in fns.items()},
+                       range(repeats))
+
+
+def _without_argument(fn: Callable[[], Any]) -> Callable[[object], Any]:
+    return lambda _: fn()
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[T], Any]], rounds: Sequence[T]
+) -> dict[str, dict[str, Any]]:
+    """``paired`` with an argument per round: round k calls every path with
+    ``rounds[k]`` (a new window each round), the order rotated each round; no warm-up.
+
+    >>> stats = interleaved({"a": abs, "b": float}, [-1, 2, -3])
+    >>> [stats[name]["n"] for name in stats]
+    [3, 3]
+    """
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats):
+    for round_, arg in enumerate(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(timed(fns[name])[0])
+            samples[name].append(timed(partial(fns[name], arg))[0])
     return {name: summary(values) for name, values in samples.items()}
 
 
